@@ -1,0 +1,55 @@
+"""lrfr-plugins: low-resolution face recognition as plugins for InsightFace.
+
+Public API::
+
+    import lrfr_plugins
+    head = lrfr_plugins.create("head", "arcface", margin=0.5)
+
+Plugin authors import ``hookimpl`` and the base classes in ``lrfr_plugins.api``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    DataError,
+    DuplicatePluginError,
+    LrfrError,
+    ParamsError,
+    RecipeError,
+    RunDirError,
+    UnknownKindError,
+    UnknownPluginError,
+)
+from .hookspecs import KINDS, hookimpl  # noqa: E402
+
+_default_registry = None
+
+
+def get_registry(*, refresh: bool = False):
+    """The registry of installed plugins, built on first use (not at import) and cached."""
+    global _default_registry
+    if _default_registry is None or refresh:
+        from .manager import get_plugin_manager
+        from .registry import Registry
+
+        _default_registry = Registry.from_manager(get_plugin_manager())
+    return _default_registry
+
+
+def create(kind: str, name: str, /, **params: Any) -> Any:
+    """Return a ready plugin instance of ``kind`` registered as ``name``, with validated ``params``.
+
+    Unknown kinds, names or parameters raise an :class:`LrfrError` subclass listing the valid choices.
+    """
+    return get_registry().create(kind, name, **params)
+
+
+__all__ = [
+    "__version__", "create", "get_registry", "hookimpl", "KINDS",
+    "LrfrError", "UnknownKindError", "UnknownPluginError", "DuplicatePluginError", "ParamsError",
+    "RecipeError", "RunDirError", "DataError",
+]

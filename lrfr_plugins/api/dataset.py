@@ -1,0 +1,20 @@
+"""Datasets: map-style, items ``(image, label)`` with image a uint8 RGB tensor (3, 112, 112) and label an int."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch.utils.data
+
+from ..params import NoParams
+
+
+class FaceDataset(torch.utils.data.Dataset):
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params: Any):
+        self.params = params
+
+    @property
+    def num_classes(self) -> int:  # pragma: no cover
+        raise NotImplementedError

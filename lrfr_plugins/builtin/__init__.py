@@ -1,0 +1,40 @@
+"""The built-in plugins, registered through the same hooks and entry point as any third-party package."""
+
+from __future__ import annotations
+
+from ..hookspecs import hookimpl
+
+
+@hookimpl
+def lrfr_register_backbones(register):
+    from .backbones.tiny import TinyResNet
+
+    register("tiny", TinyResNet)
+
+
+@hookimpl
+def lrfr_register_heads(register):
+    from .heads.arcface import ArcFace
+
+    register("arcface", ArcFace)
+
+
+@hookimpl
+def lrfr_register_degradations(register):
+    from .degradations.cross_resolution import CrossResolution
+
+    register("cross-resolution", CrossResolution)
+
+
+@hookimpl
+def lrfr_register_datasets(register):
+    from .datasets.synthetic import SyntheticDataset
+
+    register("synthetic", SyntheticDataset)
+
+
+@hookimpl
+def lrfr_register_protocols(register):
+    from .protocols.synthetic import SyntheticVerification
+
+    register("synthetic", SyntheticVerification)

@@ -1,0 +1,162 @@
+"""The ``lrfr`` command line: run, validate, plugins, show.
+
+Errors the user can fix print one message and exit with status 1; ``--traceback`` shows the Python traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import LrfrError
+from .hookspecs import KINDS
+
+SET_HELP = "Override a recipe value: DOTTED.PATH=VALUE (YAML), e.g. --set train.epochs=2. Repeatable."
+
+
+class LrfrGroup(click.Group):
+    """Turns LrfrError into 'Error: ...' and exit status 1, without a traceback unless --traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LrfrError as exc:
+            if ctx.meta.get("lrfr.traceback"):
+                traceback.print_exc()
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=LrfrGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="lrfr (lrfr-plugins)")
+@click.option("--traceback", is_flag=True, help="Show the Python traceback of errors (for bug reports).")
+@click.pass_context
+def main(ctx: click.Context, traceback: bool) -> None:
+    """Low-resolution face recognition for InsightFace: train, evaluate and export from YAML recipes.
+
+    \b
+    Start here:
+      lrfr run recipes/demo.yaml          train on built-in synthetic faces, evaluate at 112..7 px, export ONNX
+      lrfr plugins                        what is installed (heads, datasets, protocols, ...)
+      lrfr show head arcface              one plugin's parameters
+      lrfr validate recipes/demo.yaml     check a recipe without running it
+    """
+    ctx.meta["lrfr.traceback"] = traceback
+
+
+def _registry():
+    from . import get_registry
+
+    return get_registry()
+
+
+@main.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=pathlib.Path))
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help=SET_HELP)
+@click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path),
+              help="Run directory. Default: runs/<recipe name>.")
+@click.option("--overwrite", is_flag=True, help="Replace a run that already exists in the run directory.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=pathlib.Path), metavar="RUN_DIR",
+              help="Continue the run in RUN_DIR from its last checkpoint (the recipe comes from RUN_DIR).")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars (default: on).")
+def run(recipe: pathlib.Path | None, overrides: tuple[str, ...], out: pathlib.Path | None, overwrite: bool,
+        resume_dir: pathlib.Path | None, progress: bool) -> None:
+    """Train, finetune, evaluate and export as RECIPE says, into a run directory.
+
+    The run directory gets recipe.resolved.yaml (every default filled, each plugin's provider and version),
+    checkpoint.pt, metrics.json, results.md, model.onnx and run.log. The results table is printed at the end.
+    """
+    from .recipe import load_recipe
+    from .runner import execute, prepare_run_dir, resume_recipe
+
+    registry = _registry()
+    if resume_dir is not None:
+        if recipe is not None or overrides or out is not None or overwrite:
+            raise LrfrError("--resume RUN_DIR continues a run with the recipe saved in RUN_DIR; "
+                            "do not pass RECIPE, --set, --out or --overwrite with it.")
+        prepare_run_dir(resume_dir, overwrite=False, resume=True)
+        resolved = resume_recipe(resume_dir, registry)
+        run_dir = resume_dir
+    else:
+        if recipe is None:
+            raise LrfrError("missing RECIPE: e.g. 'lrfr run recipes/demo.yaml' (or --resume RUN_DIR).")
+        resolved = load_recipe(recipe, overrides, registry=registry)
+        run_dir = out if out is not None else pathlib.Path("runs") / resolved.name
+        prepare_run_dir(run_dir, overwrite=overwrite, resume=False)
+    result = execute(resolved, registry, run_dir, resume=resume_dir is not None, progress=progress)
+    click.echo(result.results_markdown)
+    click.echo(f"Run directory: {run_dir}  (model.onnx, results.md, metrics.json, recipe.resolved.yaml)")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=pathlib.Path))
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help=SET_HELP)
+@click.option("--quiet", "-q", is_flag=True, help="Only report problems; do not print the resolved recipe.")
+def validate(recipe: pathlib.Path, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Check RECIPE (and its 'extends' chain) without reading data or building a model.
+
+    Every problem is reported at once, with the file and dotted path it comes from. On success the resolved
+    recipe (all defaults filled in) is printed.
+    """
+    from .recipe import load_recipe
+
+    resolved = load_recipe(recipe, overrides, registry=_registry())
+    if not quiet:
+        click.echo(resolved.dump(), nl=False)
+    click.echo(f"OK: {recipe} is a valid recipe.", err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {kind, name, provider, version, ...}.")
+def plugins(as_json: bool) -> None:
+    """List every registered plugin with the package that provides it.
+
+    Plugins come from the 'lrfr' entry-point group of installed packages. LRFR_LOAD_PLUGINS=a,b loads only
+    those third-party plugins (empty: none); LRFR_BLOCK_PLUGINS=a,b never loads them.
+    """
+    from .results import markdown_table
+
+    registry = _registry()
+    rows = [info.as_dict() for info in registry]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(markdown_table([{k: r[k] for k in ("kind", "name", "provider", "version", "doc")} for r in rows]))
+    for err in registry.load_errors:
+        click.echo(f"Warning: plugin not loaded: {err.source} from {err.provider}: {err.error}", err=True)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(KINDS))
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+def show(kind: str, name: str, as_json: bool) -> None:
+    """Show a plugin's parameters: type, default and what each one does."""
+    from .params import describe
+    from .results import markdown_table
+
+    info = _registry().get(kind, name)
+    rows = describe(info.params_cls)
+    if as_json:
+        click.echo(json.dumps({**info.as_dict(), "params": rows}, indent=2, default=str))
+        return
+    click.echo(f"{kind} '{name}' from {info.provider} ({info.cls.__module__}.{info.cls.__qualname__})")
+    if info.doc:
+        click.echo(f"  {info.doc}")
+    click.echo("")
+    if rows:
+        click.echo(markdown_table([{"parameter": r["name"], "type": r["type"], "default": json.dumps(r["default"], default=str),
+                                    "bounds": r["bounds"], "doc": r["doc"]} for r in rows]))
+    else:
+        click.echo("(no parameters)")
+    click.echo(f"\nIn a recipe: {{name: {name}, params: {{...}}}}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

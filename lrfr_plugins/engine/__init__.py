@@ -1,0 +1,1 @@
+"""Training machinery: classifier, loop, checkpoints, embedding extraction."""

@@ -1,0 +1,1 @@
+"""Exporters: ONNX that InsightFace loads."""

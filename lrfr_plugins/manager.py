@@ -1,0 +1,121 @@
+"""Builds a fresh plugin manager: hookspecs, built-ins, and third-party plugins from entry points.
+
+There is no module-level manager: every call builds a new one, so tests never see a developer's plugins.
+Entry points of group ``lrfr`` are loaded one at a time; a failure is recorded and that plugin skipped
+(pluggy's own ``load_setuptools_entrypoints`` would stop at the first one).
+
+Escape hatches:
+
+- ``LRFR_LOAD_PLUGINS=a,b``: load only these third-party plugins (entry-point or distribution names);
+  ``LRFR_LOAD_PLUGINS=""`` loads none. The built-ins of ``lrfr-plugins`` itself always load.
+- ``LRFR_BLOCK_PLUGINS=a,b``: never load these (built-ins included, e.g. to replace one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+from typing import Any
+
+import pluggy
+
+from . import __version__, hookspecs
+from .errors import did_you_mean
+from .registry import LoadError, Provider
+
+DISTRIBUTION = "lrfr-plugins"
+BUILTIN_MODULE = "lrfr_plugins.builtin"
+
+
+def _env_names(var: str) -> set[str] | None:
+    value = os.environ.get(var)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _dist_of(ep: md.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "(unknown distribution)", "?"
+    return dist.metadata["Name"], dist.version
+
+
+def get_plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
+    """A new manager with the hookspecs, the built-ins and (unless ``entry_points=False``) installed plugins.
+
+    The manager carries ``lrfr_providers`` (plugin object id -> Provider) and ``lrfr_load_errors``.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.lrfr_providers = {}  # type: ignore[attr-defined]
+    pm.lrfr_load_errors = []  # type: ignore[attr-defined]
+    load_only = _env_names("LRFR_LOAD_PLUGINS")
+    blocked = _env_names("LRFR_BLOCK_PLUGINS") or set()
+
+    builtin_loaded = False
+    eps = sorted(md.entry_points(group=hookspecs.PROJECT), key=lambda e: (e.value, e.name)) if entry_points else []
+    seen_values: set[str] = set()
+    for ep in eps:
+        dist_name, dist_version = _dist_of(ep)
+        is_builtin = ep.value == BUILTIN_MODULE
+        if ep.value in seen_values:  # the same distribution found twice on sys.path
+            continue
+        if ep.name in blocked or dist_name in blocked:
+            continue
+        if not is_builtin and load_only is not None and ep.name not in load_only and dist_name not in load_only:
+            continue
+        seen_values.add(ep.value)
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # report and skip; never fatal
+            pm.lrfr_load_errors.append(LoadError(f"entry point '{ep.name} = {ep.value}'", dist_name,
+                                                 f"{type(exc).__name__}: {exc}"))
+            continue
+        _register(pm, plugin, ep.name, Provider(dist_name, dist_version, ep.value))
+        builtin_loaded = builtin_loaded or is_builtin
+    if not builtin_loaded and "builtin" not in blocked and DISTRIBUTION not in blocked:
+        # Running from a source tree that was never installed: same module, same hooks.
+        _register(pm, importlib.import_module(BUILTIN_MODULE), "builtin",
+                  Provider(DISTRIBUTION, __version__, BUILTIN_MODULE))
+    return pm
+
+
+def register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str, provider: Provider) -> None:
+    """Register a plugin object (module or instance) by hand, e.g. in tests or notebooks."""
+    _register(pm, plugin, name, provider)
+
+
+def _register(pm: pluggy.PluginManager, plugin: Any, name: str, provider: Provider) -> None:
+    if pm.is_registered(plugin):
+        return
+    try:
+        pm.register(plugin, name=name)
+    except ValueError as exc:  # a second plugin under an already-used entry-point name
+        pm.lrfr_load_errors.append(LoadError(f"plugin '{name}'", provider.distribution, str(exc)))
+        return
+    unknown = _unknown_hooks(pm, plugin)
+    if unknown:
+        pm.unregister(plugin)
+        pm.lrfr_load_errors.append(LoadError(f"plugin '{name}'", provider.distribution, "; ".join(unknown)))
+        return
+    pm.lrfr_providers[id(plugin)] = provider
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
+    """Hook implementations whose name matches no hookspec (a typo would otherwise be silently ignored)."""
+    problems = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.spec is None:
+            hint = did_you_mean(caller.name, hookspecs.KIND_HOOKS.values())
+            problems.append(f"unknown hook '{caller.name}'.{hint} Hooks: {', '.join(hookspecs.KIND_HOOKS.values())}")
+    return problems
+
+
+def provider_of(pm: pluggy.PluginManager, plugin: Any) -> Provider:
+    providers = getattr(pm, "lrfr_providers", {})
+    if id(plugin) in providers:
+        return providers[id(plugin)]
+    module = getattr(plugin, "__name__", type(plugin).__name__)
+    return Provider("(registered by hand)", "?", module)

@@ -1,0 +1,357 @@
+"""Recipes: YAML (safe_load only) with ``extends:``, ``--set`` overrides, validation and the resolved form.
+
+Validation reads no data and builds no model: it checks every slot's plugin name and parameters and every host
+setting, collects all problems, and reports them at once with the file and dotted path each came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pathlib
+from typing import Any, Literal
+
+import yaml
+
+from .errors import LrfrError, ParamsError, RecipeError, UnknownPluginError, did_you_mean
+from .params import build_params, param, params_to_dict
+from .registry import Registry
+
+SCHEMA_VERSION = 1
+#: Top-level sections: slot sections name one plugin, list sections several.
+SLOTS = {"data": "dataset", "backbone": "backbone", "head": "head", "quality": "quality"}
+LISTS = {"degradations": "degradation", "finetune": "finetuner", "eval": "protocol"}
+HOST = ("lrfr", "name", "extends", "seed", "train", "export")
+TOP_LEVEL = HOST + tuple(SLOTS) + tuple(LISTS)
+REQUIRED_SLOTS = ("data", "backbone", "head")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    name: Literal["sgd", "adamw"] = param("sgd", "optimizer")
+    lr: float = param(0.1, "learning rate", gt=0)
+    momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
+    weight_decay: float = param(5e-4, "weight decay", ge=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = param(1, "passes over the training set", ge=0)
+    batch_size: int = param(64, "images per step (per process)", ge=2)
+    optimizer: dict = param({}, "optimizer: name (sgd | adamw), lr, momentum, weight_decay")
+    milestones: list[int] = param([], "epochs at which the learning rate is multiplied by gamma")
+    gamma: float = param(0.1, "learning-rate factor at each milestone", gt=0)
+    warmup_steps: int = param(0, "linear learning-rate warm-up, in steps", ge=0)
+    max_steps: int | None = param(None, "stop after this many steps (for quick checks); null: all epochs")
+    embedding_lr_scale: float = param(1.0, "learning-rate factor for the classifier (class centres)", gt=0)
+    hflip: float = param(0.5, "probability of a horizontal flip per training image", ge=0, le=1)
+    grad_clip: float | None = param(5.0, "clip the backbone's gradient norm (arcface_torch: 5); null: off")
+    device: Literal["auto", "cpu", "cuda"] = param("auto", "where to train: auto picks CUDA when available")
+    num_workers: int = param(0, "DataLoader worker processes", ge=0)
+    threads: int | None = param(None, "torch CPU threads; null: torch's default")
+    log_every: int = param(10, "steps between metric log lines", ge=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    onnx: bool = param(True, "write model.onnx that insightface.model_zoo.get_model loads as ArcFaceONNX")
+    opset: int = param(17, "ONNX opset", ge=11)
+
+
+@dataclasses.dataclass
+class Recipe:
+    """A validated recipe: ``data`` is the resolved mapping (every default filled, provider recorded)."""
+
+    data: dict[str, Any]
+    path: pathlib.Path | None
+    train: TrainConfig
+    optimizer: OptimizerConfig
+    export: ExportConfig
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    def slot(self, section: str) -> dict[str, Any] | None:
+        return self.data.get(section)
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False, default_flow_style=None, width=100)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+class _Origins:
+    """Which file (or --set) set each dotted path, so a problem names the right place."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, str] = {}
+
+    def record(self, tree: Any, source: str, prefix: str = "") -> None:
+        if prefix:
+            self.by_path[prefix] = source
+        if isinstance(tree, dict):
+            for key, value in tree.items():
+                self.record(value, source, f"{prefix}.{key}" if prefix else str(key))
+        elif isinstance(tree, list):
+            for i, value in enumerate(tree):
+                self.record(value, source, f"{prefix}.{i}")
+
+    def forget_below(self, prefix: str) -> None:
+        for key in [k for k in self.by_path if k.startswith(prefix + ".")]:
+            del self.by_path[key]
+
+    def of(self, path: str) -> str:
+        parts = path.split(".")
+        for n in range(len(parts), 0, -1):
+            source = self.by_path.get(".".join(parts[:n]))
+            if source:
+                return source
+        return self.by_path.get("", "<recipe>")
+
+
+def _read_yaml(path: pathlib.Path, shown: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{shown}: file not found. Check the path (recipes ship in the 'recipes/' folder).") from None
+    except OSError as exc:
+        raise RecipeError(f"{shown}: cannot read the recipe: {exc.strerror}.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"{shown}{where}: invalid YAML: {problem}. Fix the syntax at that line.") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{shown}: a recipe must be a YAML mapping (key: value lines), got {type(data).__name__}.")
+    return data
+
+
+def _display(path: pathlib.Path) -> str:
+    try:
+        return str(path.resolve().relative_to(pathlib.Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _merge(base: Any, over: Any, origins: _Origins, prefix: str) -> Any:
+    """Mappings deep-merge, lists replace, and a slot whose plugin name changes is replaced whole."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        if "name" in base and "name" in over and base["name"] != over["name"]:
+            origins.forget_below(prefix)
+            return copy.deepcopy(over)
+        out = dict(base)
+        for key, value in over.items():
+            sub = f"{prefix}.{key}" if prefix else str(key)
+            out[key] = _merge(base[key], value, origins, sub) if key in base else copy.deepcopy(value)
+        return out
+    if prefix:
+        origins.forget_below(prefix)
+    return copy.deepcopy(over)
+
+
+def _load_with_extends(path: pathlib.Path, origins: _Origins, chain: tuple[pathlib.Path, ...]) -> dict[str, Any]:
+    shown = _display(path)
+    data = _read_yaml(path, shown)
+    parent = data.pop("extends", None)
+    merged: dict[str, Any] = {}
+    if parent is not None:
+        if not isinstance(parent, str) or not parent:
+            raise RecipeError(f"{shown}: extends: must be a path to a base recipe (a string), got {parent!r}.")
+        base_path = (path.parent / parent).resolve()
+        if base_path in chain:
+            cycle = " -> ".join(_display(p) for p in chain + (base_path,))
+            raise RecipeError(f"{shown}: extends: recipes extend each other in a cycle ({cycle}). Remove one 'extends'.")
+        if not base_path.is_file():
+            raise RecipeError(f"{shown}: extends: base recipe '{parent}' not found (looked for {base_path}). "
+                              f"The path is relative to the folder of {shown}.")
+        merged = _load_with_extends(base_path, origins, chain + (base_path,))
+    merged = _merge(merged, data, origins, "")
+    origins.record(data, shown)
+    return merged
+
+
+def parse_set(assignment: str) -> tuple[list[str], Any]:
+    """'train.epochs=2' -> (['train', 'epochs'], 2); values are parsed with yaml.safe_load."""
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment!r}: expected DOTTED.PATH=VALUE, e.g. --set train.epochs=2")
+    key, _, raw = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise RecipeError(f"--set {assignment!r}: the path before '=' must be dotted keys, e.g. head.params.margin")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set {assignment!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    return parts, value
+
+
+def _apply_set(tree: dict[str, Any], parts: list[str], value: Any, assignment: str) -> None:
+    node: Any = tree
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                raise RecipeError(f"--set {assignment!r}: {where}: list index out of range "
+                                  f"(the list has {len(node)} items; use 0..{len(node) - 1}).")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise RecipeError(f"--set {assignment!r}: {'.'.join(parts[:i])} is a value, not a mapping or list.")
+
+
+def load_recipe_data(path: str | pathlib.Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, _Origins]:
+    """Read a recipe file with its ``extends`` chain and apply ``--set`` overrides (not yet validated)."""
+    path = pathlib.Path(path)
+    origins = _Origins()
+    data = _load_with_extends(path.resolve(), origins, (path.resolve(),))
+    origins.by_path[""] = _display(path.resolve())
+    for assignment in overrides:
+        parts, value = parse_set(assignment)
+        _apply_set(data, parts, value, assignment)
+        origins.forget_below(".".join(parts))
+        origins.record(value, "--set", ".".join(parts))
+    data.setdefault("name", path.stem)
+    return data, origins
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def _problem_block(origin: str, path: str, message: str) -> str:
+    return f"{origin}: {path}: {message}"
+
+
+def _resolve_slot(registry: Registry, kind: str, path: str, value: Any, origins: _Origins,
+                  problems: list[str]) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        problems.append(_problem_block(origins.of(path), path,
+                                       f"must be a mapping like {{name: ..., params: {{...}}}}, got {value!r}."))
+        return None
+    extra = [k for k in value if k not in ("name", "params", "provider")]
+    for key in extra:
+        problems.append(_problem_block(origins.of(f"{path}.{key}"), f"{path}.{key}",
+                                       f"unknown key.{did_you_mean(key, ['name', 'params'])} "
+                                       f"A plugin slot has only 'name' and 'params'."))
+    name = value.get("name")
+    if name is None:
+        problems.append(_problem_block(origins.of(path), f"{path}.name",
+                                       f"required: which {kind} to use. Choose one of: {', '.join(registry.names(kind))}"))
+        return None
+    try:
+        info = registry.get(kind, name)
+    except UnknownPluginError as exc:
+        problems.append(_problem_block(origins.of(f"{path}.name"), f"{path}.name", str(exc)))
+        return None
+    params = value.get("params") or {}
+    if not isinstance(params, dict):
+        problems.append(_problem_block(origins.of(f"{path}.params"), f"{path}.params",
+                                       f"must be a mapping of parameter: value, got {params!r}."))
+        return None
+    try:
+        built = info.build_params(params)
+    except ParamsError as exc:
+        first = exc.problems[0][0] if exc.problems else ""
+        problems.append(_problem_block(origins.of(f"{path}.params.{first}"), f"{path}.params", str(exc)))
+        return None
+    return {"name": name, "params": params_to_dict(built),
+            "provider": {"distribution": info.provider.distribution, "version": info.provider.version}}
+
+
+def _resolve_host(cls: type, path: str, value: Any, origins: _Origins, problems: list[str]) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        problems.append(_problem_block(origins.of(path), path, f"must be a mapping, got {value!r}."))
+        return None
+    try:
+        return build_params(cls, value, owner=f"'{path}'")
+    except ParamsError as exc:
+        first = exc.problems[0][0] if exc.problems else ""
+        problems.append(_problem_block(origins.of(f"{path}.{first}"), path, str(exc)))
+        return None
+
+
+def validate(data: dict[str, Any], origins: _Origins, registry: Registry, path: pathlib.Path | None = None) -> Recipe:
+    """Check everything; raise one :class:`RecipeError` listing every problem, or return the resolved recipe."""
+    problems: list[str] = []
+    for key in data:
+        if key not in TOP_LEVEL:
+            problems.append(_problem_block(origins.of(str(key)), str(key),
+                                           f"unknown top-level key.{did_you_mean(str(key), TOP_LEVEL)} "
+                                           f"Allowed: {', '.join(TOP_LEVEL)}"))
+    version = data.get("lrfr", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        problems.append(_problem_block(origins.of("lrfr"), "lrfr",
+                                       f"unsupported recipe schema version {version!r}; this lrfr-plugins reads "
+                                       f"version {SCHEMA_VERSION}. Set 'lrfr: {SCHEMA_VERSION}'."))
+    if not isinstance(data.get("name"), str) or not data.get("name"):
+        problems.append(_problem_block(origins.of("name"), "name", f"must be a non-empty string, got {data.get('name')!r}."))
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        problems.append(_problem_block(origins.of("seed"), "seed", f"must be an integer, got {seed!r}."))
+
+    resolved: dict[str, Any] = {"lrfr": SCHEMA_VERSION, "name": data.get("name"), "seed": seed}
+    for section, kind in SLOTS.items():
+        value = data.get(section)
+        if value is None:
+            if section in REQUIRED_SLOTS:
+                problems.append(_problem_block(origins.of(section), section,
+                                               f"required: the {kind} to use, as {{name: ..., params: {{...}}}}. "
+                                               f"Installed: {', '.join(registry.names(kind))}"))
+            resolved[section] = None
+            continue
+        resolved[section] = _resolve_slot(registry, kind, section, value, origins, problems)
+    for section, kind in LISTS.items():
+        value = data.get(section) or []
+        if not isinstance(value, list):
+            problems.append(_problem_block(origins.of(section), section,
+                                           f"must be a list of {{name: ..., params: {{...}}}} entries, got {value!r}."))
+            value = []
+        resolved[section] = [_resolve_slot(registry, kind, f"{section}.{i}", item, origins, problems)
+                             for i, item in enumerate(value)]
+
+    train_raw = data.get("train") or {}
+    train = _resolve_host(TrainConfig, "train", train_raw, origins, problems)
+    optimizer = None
+    if train is not None:
+        optimizer = _resolve_host(OptimizerConfig, "train.optimizer", train.optimizer, origins, problems)
+    export = _resolve_host(ExportConfig, "export", data.get("export"), origins, problems)
+
+    if problems:
+        n = len(problems)
+        head = f"{n} problem{'s' if n > 1 else ''} in the recipe:\n" if n > 1 else ""
+        raise RecipeError(head + "\n".join(problems))
+    train_dict = params_to_dict(train)
+    train_dict["optimizer"] = params_to_dict(optimizer)
+    resolved["train"] = train_dict
+    resolved["export"] = params_to_dict(export)
+    return Recipe(data=resolved, path=path, train=train, optimizer=optimizer, export=export)
+
+
+def load_recipe(path: str | pathlib.Path, overrides: list[str] | tuple[str, ...] = (), *,
+                registry: Registry | None = None) -> Recipe:
+    """Load, override and validate a recipe file."""
+    if registry is None:
+        from . import get_registry
+
+        registry = get_registry()
+    data, origins = load_recipe_data(path, overrides)
+    return validate(data, origins, registry, pathlib.Path(path))
+
+

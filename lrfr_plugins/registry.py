@@ -1,0 +1,146 @@
+"""The kind -> name table, built by calling every registration hook with a ``register`` callable.
+
+The host, not the plugins, owns names, duplicates and provenance: each hook implementation is called on its
+own, with a ``register`` that knows which distribution the implementation came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Iterator
+
+from .errors import DuplicatePluginError, LrfrError, UnknownKindError, UnknownPluginError, did_you_mean
+from .hookspecs import KIND_HOOKS, KINDS
+from .params import NoParams, build_params
+
+
+@dataclasses.dataclass(frozen=True)
+class Provider:
+    """Where a plugin came from: a distribution (or a module when not installed) and its version."""
+
+    distribution: str
+    version: str
+    module: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginInfo:
+    kind: str
+    name: str
+    cls: type
+    provider: Provider
+
+    @property
+    def params_cls(self) -> type:
+        return getattr(self.cls, "Params", NoParams)
+
+    @property
+    def doc(self) -> str:
+        """The first line of the class docstring."""
+        doc = inspect.getdoc(self.cls) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    @property
+    def owner(self) -> str:
+        """How messages name this plugin: "head 'arcface' (lrfr-plugins 0.1.0)"."""
+        return f"{self.kind} '{self.name}' ({self.provider})"
+
+    def build_params(self, values: dict[str, Any] | None) -> Any:
+        return build_params(self.params_cls, values, owner=self.owner)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "provider": self.provider.distribution,
+                "version": self.provider.version, "module": self.provider.module,
+                "class": f"{self.cls.__module__}.{self.cls.__qualname__}", "doc": self.doc}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadError:
+    """A plugin that could not be loaded; reported by ``lrfr plugins``, never fatal."""
+
+    source: str
+    provider: str
+    error: str
+
+
+class Registry:
+    """Every registered plugin, by kind and name, with its provider, plus the plugins that failed to load."""
+
+    def __init__(self, load_errors: list[LoadError] | None = None):
+        self._table: dict[str, dict[str, PluginInfo]] = {kind: {} for kind in KINDS}
+        self.load_errors: list[LoadError] = list(load_errors or [])
+
+    @classmethod
+    def from_manager(cls, manager: Any) -> "Registry":
+        """Call each registration hook implementation with a provider-aware ``register``."""
+        from .manager import provider_of  # late import: manager imports this module
+
+        registry = cls(getattr(manager, "lrfr_load_errors", []))
+        for kind, hook_name in KIND_HOOKS.items():
+            for impl in getattr(manager.hook, hook_name).get_hookimpls():
+                provider = provider_of(manager, impl.plugin)
+
+                def register(name: str, plugin_cls: type, _kind=kind, _provider=provider) -> None:
+                    registry.add(_kind, name, plugin_cls, _provider)
+
+                try:
+                    impl.function(register=register)
+                except DuplicatePluginError:
+                    raise
+                except Exception as exc:  # a broken plugin is reported, not fatal
+                    registry.load_errors.append(
+                        LoadError(f"{impl.plugin_name}.{hook_name}", provider.distribution, f"{type(exc).__name__}: {exc}"))
+        return registry
+
+    def add(self, kind: str, name: str, plugin_cls: type, provider: Provider) -> None:
+        self._check_kind(kind)
+        if not isinstance(name, str) or not name:
+            raise LrfrError(f"{provider}: a {kind} was registered with an invalid name {name!r}; use a non-empty string.")
+        existing = self._table[kind].get(name)
+        if existing is not None and existing.cls is not plugin_cls:
+            raise DuplicatePluginError(
+                f"{kind} '{name}' is registered twice: by {existing.provider} ({existing.provider.module}) and by "
+                f"{provider} ({provider.module}). Uninstall one of them, or block one with "
+                f"LRFR_BLOCK_PLUGINS=<entry point or distribution name>.")
+        self._table[kind][name] = PluginInfo(kind, name, plugin_cls, provider)
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in self._table:
+            raise UnknownKindError(f"unknown plugin kind '{kind}'.{did_you_mean(kind, KINDS)} "
+                                   f"Kinds: {', '.join(KINDS)}")
+
+    def names(self, kind: str) -> list[str]:
+        self._check_kind(kind)
+        return sorted(self._table[kind])
+
+    def get(self, kind: str, name: str) -> PluginInfo:
+        self._check_kind(kind)
+        try:
+            return self._table[kind][name]
+        except (KeyError, TypeError):
+            raise UnknownPluginError(unknown_plugin_message(kind, name, self.names(kind))) from None
+
+    def __iter__(self) -> Iterator[PluginInfo]:
+        for kind in KINDS:
+            for name in sorted(self._table[kind]):
+                yield self._table[kind][name]
+
+    def create(self, kind: str, name: str, /, **params: Any) -> Any:
+        """Validate ``params`` and return a ready plugin instance."""
+        info = self.get(kind, name)
+        return info.cls(info.build_params(params))
+
+
+def unknown_plugin_message(kind: str, name: Any, installed: list[str]) -> str:
+    plural = "quality estimators" if kind == "quality" else f"{kind}s"
+    lines = [f"unknown {kind} '{name}'."]
+    hint = did_you_mean(str(name), installed).strip()
+    if hint:
+        lines.append(f"  {hint}")
+    lines.append(f"  Installed {plural}: {', '.join(installed) if installed else '(none)'}")
+    lines.append("  Run 'lrfr plugins' to see which package provides each one.")
+    return "\n".join(lines)

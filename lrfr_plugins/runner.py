@@ -1,0 +1,162 @@
+"""Composes a validated recipe into a run: data -> train -> finetune -> evaluate -> export, in a run directory.
+
+A run directory holds ``recipe.resolved.yaml`` (re-running it reproduces the run), ``checkpoint.pt``,
+``metrics.jsonl`` / ``metrics.json``, ``results.md``, ``model.onnx`` and ``run.log``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import shutil
+
+import time
+from typing import Any
+
+import torch
+
+
+from . import __version__
+from .api import FinetuneContext
+from .engine.checkpoint import atomic_write_text, load_checkpoint
+from .engine.embed import make_embedder
+from .engine.trainer import TrainComponents, Trainer
+from .errors import LrfrError, RunDirError
+from .export.onnx import export_onnx
+from .recipe import Recipe, load_recipe_data, validate
+from .registry import Registry
+from .results import results_markdown
+
+log = logging.getLogger("lrfr")
+RUN_MARKERS = ("recipe.resolved.yaml", "checkpoint.pt", "metrics.json")
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: pathlib.Path
+    metrics: dict[str, Any]
+    results_markdown: str
+
+
+def holds_run(path: pathlib.Path) -> bool:
+    return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
+
+
+def prepare_run_dir(out: pathlib.Path, *, overwrite: bool, resume: bool) -> None:
+    if resume:
+        if not holds_run(out):
+            raise RunDirError(f"{out}: nothing to resume: no run found there (no recipe.resolved.yaml). "
+                              "Start a run with 'lrfr run RECIPE --out DIR'.")
+        return
+    if holds_run(out):
+        if not overwrite:
+            raise RunDirError(f"{out}: this directory already holds a run. Pass --resume {out} to continue it, "
+                              "--overwrite to replace it, or --out DIR to write elsewhere.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise LrfrError("train.device: 'cuda' was requested but torch sees no CUDA device. "
+                        "Use train.device=auto or cpu, or install a CUDA build of torch.")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def _attach_log(run_dir: pathlib.Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def _create(registry: Registry, kind: str, slot: dict[str, Any]) -> Any:
+    return registry.create(kind, slot["name"], **slot["params"])
+
+
+def execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resume: bool = False,
+            progress: bool = True) -> RunResult:
+    """Run every stage of ``recipe`` in ``run_dir`` (which :func:`prepare_run_dir` made ready)."""
+    handler = _attach_log(run_dir)
+    try:
+        return _execute(recipe, registry, run_dir, resume=resume, progress=progress)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resume: bool, progress: bool) -> RunResult:
+    started = time.perf_counter()
+    config = recipe.train
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(recipe.data["seed"])
+    device = _device(config.device)
+    if not resume:
+        atomic_write_text(run_dir / "recipe.resolved.yaml", recipe.dump())
+    log.info("lrfr-plugins %s, torch %s, device %s, run %s", __version__, torch.__version__, device, run_dir)
+
+    dataset = _create(registry, "dataset", recipe.slot("data"))
+    backbone = _create(registry, "backbone", recipe.slot("backbone"))
+    head = _create(registry, "head", recipe.slot("head"))
+    quality = None
+    if recipe.slot("quality"):
+        quality = _create(registry, "quality", recipe.slot("quality"))
+    elif getattr(head, "needs_quality", False):
+        default = getattr(head, "default_quality", None)
+        if not default:
+            raise LrfrError(f"head '{recipe.slot('head')['name']}' needs a quality estimator: add "
+                            "'quality: {name: ...}' to the recipe (see 'lrfr plugins').")
+        quality = registry.create("quality", default)
+    degradations = [_create(registry, "degradation", s) for s in recipe.data["degradations"]]
+    log.info("data: %d images of %d identities", len(dataset), dataset.num_classes)
+
+    trainer = Trainer(TrainComponents(backbone, head, dataset, degradations, quality), config, recipe.optimizer,
+                      device, recipe.data["seed"])
+    if resume and (run_dir / "checkpoint.pt").exists():
+        trainer.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt"))
+        log.info("resumed after epoch %d (step %d)", trainer.epoch, trainer.step)
+    train_summary = trainer.fit(run_dir, progress=progress)
+
+    finetune_metrics = []
+    for slot in recipe.data["finetune"]:
+        finetuner = _create(registry, "finetuner", slot)
+        context = FinetuneContext(backbone, dataset, degradations, device, trainer.generator, progress)
+        finetune_metrics.append({"finetuner": slot["name"], **(finetuner.run(context) or {})})
+
+    embed = make_embedder(backbone, device)
+    evaluations = []
+    for slot in recipe.data["eval"]:
+        protocol = _create(registry, "protocol", slot)
+        result = protocol.evaluate(embed, progress=progress)
+        evaluations.append(result.as_dict())
+
+    export_report = None
+    if recipe.export.onnx:
+        export_report = export_onnx(backbone, run_dir / "model.onnx", opset=recipe.export.opset)
+        log.info("exported %s", export_report["path"])
+
+    metrics = {"run": recipe.name, "lrfr_plugins": __version__, "torch": torch.__version__, "device": str(device),
+               "train": train_summary, "finetune": finetune_metrics, "eval": evaluations, "export": export_report,
+               "total_seconds": round(time.perf_counter() - started, 2)}
+    table = results_markdown(recipe.name, evaluations, train_summary)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+    atomic_write_text(run_dir / "results.md", table)
+    return RunResult(run_dir, metrics, table)
+
+
+def resume_recipe(run_dir: pathlib.Path, registry: Registry) -> Recipe:
+    """The recipe a run directory was started with (its resolved form), validated again."""
+    path = run_dir / "recipe.resolved.yaml"
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: nothing to resume: no recipe.resolved.yaml. "
+                          "Start a run with 'lrfr run RECIPE --out DIR'.")
+    data, origins = load_recipe_data(path)
+    return validate(data, origins, registry, path)
+
+
