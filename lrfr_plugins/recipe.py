@@ -142,7 +142,7 @@ def _display(path: pathlib.Path) -> str:
 def _merge(base: Any, over: Any, origins: _Origins, prefix: str) -> Any:
     """Mappings deep-merge, lists replace, and a slot whose plugin name changes is replaced whole."""
     if isinstance(base, dict) and isinstance(over, dict):
-        if "name" in base and "name" in over and base["name"] != over["name"]:
+        if prefix and "name" in base and "name" in over and base["name"] != over["name"]:
             origins.forget_below(prefix)
             return copy.deepcopy(over)
         out = dict(base)

@@ -138,7 +138,9 @@ def _ellipse(du, dv, rx, ry):
 
 def _blend(view, alpha, colour):
     """Paint colour over a planar (n, 3, h, w) canvas view with per-pixel coverage."""
-    view += alpha[:, None] * (colour - view)
+    delta = colour - view
+    delta *= alpha[:, None]
+    view += delta
 
 
 def _f32(params: dict) -> dict:
@@ -199,9 +201,9 @@ class SyntheticFaceGenerator:
                               r.uniform(5.0, 8.0),      # half-width
                               r.uniform(2.2, 3.8),      # half-height
                               r.normal(0.08)], axis=1)  # slant
-        p["iris_colour"] = np.where(r.uniform(0.0, 1.0)[:, None] < 0.6,
+        p["iris_colour"] = np.where(r.uniform(0.0, 1.0)[:, None] < 0.6,  # brown, else blue/green/grey
                                     np.array([0.30, 0.18, 0.10]) * r.uniform(0.5, 1.3)[:, None],
-                                    r.uniform(0.2, 0.7, 3))
+                                    np.array([0.32, 0.45, 0.50]) + r.uniform(-0.12, 0.12, 3))
         p["brows"] = np.stack([r.uniform(-1.0, 3.0),    # extra spacing vs the eyes
                                r.uniform(6.0, 11.0),    # height above the eyes
                                r.uniform(6.5, 11.0),    # half-length
@@ -243,7 +245,7 @@ class SyntheticFaceGenerator:
                                     r.normal(2.0 * expr)], axis=1)               # smile
         s["light"] = np.concatenate([1.0 + r.normal(0.2 * ill, 1), r.normal(0.2 * ill, 2),  # gain, gradient
                                      r.normal(0.06 * ill, 3), r.normal(0.04 * ill, 1)], axis=1)  # cast, offset
-        s["background"] = np.concatenate([r.uniform(0.05, 0.95, 3), r.uniform(-0.3, 0.3, 6),
+        s["background"] = np.concatenate([r.uniform(0.1, 0.9, 1) + r.uniform(-0.25, 0.25, 3), r.uniform(-0.3, 0.3, 6),
                                           r.uniform(0.0, SIZE, 2), r.uniform(15.0, 50.0, 2),
                                           r.uniform(0.05, 0.95, 3)], axis=1)
         s["noise"] = np.stack([self.noise * r.uniform(0.01, 0.05),
@@ -273,11 +275,11 @@ class SyntheticFaceGenerator:
         for start in range(0, len(identities), _CHUNK):
             ids = identities[start:start + _CHUNK].astype(np.int64)
             smp = samples[start:start + _CHUNK].astype(np.int64)
-            out[start:start + _CHUNK] = self._render_chunk(ids, smp)
+            self._render_chunk(ids, smp, out[start:start + _CHUNK])
         return out
 
     # ------------------------------------------------------------------ rendering
-    def _render_chunk(self, ids: np.ndarray, smp: np.ndarray) -> np.ndarray:
+    def _render_chunk(self, ids: np.ndarray, smp: np.ndarray, out: np.ndarray) -> None:
         p = _f32(self._identity_params(ids))
         s = self._sample_params(ids, smp)
         frame = _Frame(s["pose"])
@@ -285,7 +287,9 @@ class SyntheticFaceGenerator:
         canvas = self._background(s32["background"])
         _paint_face(canvas, frame, p, s32["expression"], s32["pose"][:, 4])
         self._light_and_noise(canvas, s32["light"], s["noise"])
-        return np.rint(np.clip(canvas, 0.0, 255.0)).astype(np.uint8).transpose(0, 2, 3, 1)
+        canvas += 0.5  # round half up: the uint8 assignment below truncates
+        np.clip(canvas, 0.0, 255.0, out=canvas)
+        out[...] = canvas.transpose(0, 2, 3, 1)
 
     @staticmethod
     def _background(b: np.ndarray) -> np.ndarray:
