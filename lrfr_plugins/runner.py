@@ -120,6 +120,7 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
                       device, recipe.data["seed"])
     if resume and (run_dir / "checkpoint.pt").exists():
         trainer.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt"))
+        _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
         log.info("resumed after epoch %d (step %d)", trainer.epoch, trainer.step)
     train_summary = trainer.fit(run_dir, progress=progress)
 
@@ -148,6 +149,14 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
     atomic_write_text(run_dir / "results.md", table)
     return RunResult(run_dir, metrics, table)
+
+
+def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
+    """Drop log lines of steps after the checkpoint: they are trained again and would appear twice."""
+    if path.is_file():
+        keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= last_step]
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def resume_recipe(run_dir: pathlib.Path, registry: Registry) -> Recipe:
