@@ -85,6 +85,9 @@ def test_curricularface_head_behaves(installed_example):
         assert out[0, 1].item() == pytest.approx(0.9 * (0.006 + 0.9), abs=1e-6)
         assert out[0, 2].item() == pytest.approx(0.1, abs=1e-6)
         assert torch.allclose(out[1], cos[1])  # label -1: only scaled
+        from lrfr_plugins.testing import check_head
+
+        check_head(CurricularFace(CurricularParams()))  # the three-line conformance test plugin authors write
     finally:
         sys.path.remove(str(EXAMPLE))
         sys.modules.pop("lrfr_curricularface", None)

@@ -40,7 +40,7 @@ _STREAM_SAMPLE = 0x5A
 _STREAM_NOISE = 0xB0
 _NOISE_BANK = 1 << 20
 _CHUNK = 32
-_N_MOLES = 6
+_N_MOLES = 12
 _N_SCAR = 8  # dots along the identity's scar line
 _STAMP = 3  # stamps cover a (2*_STAMP+1)^2 pixel footprint
 
@@ -178,8 +178,8 @@ class SyntheticFaceGenerator:
         n = len(identities)
         p = {}
         # Coarse: head outline, skin, hair.
-        p["head"] = np.stack([r.uniform(34.0, 46.0),    # half-width
-                              r.uniform(46.0, 58.0),    # half-height
+        p["head"] = np.stack([r.uniform(36.0, 44.0),    # half-width
+                              r.uniform(48.0, 56.0),    # half-height
                               r.uniform(0.0, 0.9),      # jaw taper (narrower below the equator)
                               r.uniform(56.0, 64.0)], axis=1)  # centre v
         tone = r.uniform(0.0, 1.0)[:, None]
@@ -223,8 +223,8 @@ class SyntheticFaceGenerator:
         # Fine: moles (u, v, radius, darkness) and a scar line (u, v, direction, length).
         p["moles"] = np.stack([r.uniform(-0.75, 0.75, _N_MOLES),   # u offset in head half-widths
                                r.uniform(-0.45, 0.75, _N_MOLES),   # v offset in head half-heights
-                               r.uniform(1.0, 1.9, _N_MOLES),
-                               r.uniform(0.25, 0.6, _N_MOLES)], axis=2)
+                               r.uniform(0.8, 1.5, _N_MOLES),
+                               r.uniform(0.35, 0.75, _N_MOLES)], axis=2)
         p["scar"] = np.stack([r.uniform(-0.6, 0.6), r.uniform(-0.4, 0.6),
                               r.uniform(-1.6, 1.6), r.uniform(8.0, 15.0), r.uniform(0.15, 0.35)], axis=1)
         return p
@@ -234,17 +234,19 @@ class SyntheticFaceGenerator:
         pose, expr, ill = self.pose, self.expression, self.illumination
         s = {}
         s["pose"] = np.stack([np.clip(r.normal(0.10 * pose), -1.5, 1.5),   # rotation (rad)
-                              1.0 + r.normal(0.05 * pose),                # scale
+                              1.0 + r.normal(0.06 * pose),                # scale
                               r.normal(3.0 * pose), r.normal(3.0 * pose),  # shift (px)
-                              np.clip(r.normal(0.35 * pose), -1.0, 1.0)], axis=1)  # yaw
+                              np.clip(r.normal(0.45 * pose), -1.0, 1.0),   # yaw
+                              np.clip(r.normal(0.45 * pose), -1.0, 1.0)], axis=1)  # pitch
         blink = r.uniform(0.0, 1.0) < 0.06 * min(expr, 1.0)
         s["expression"] = np.stack([np.where(blink, 0.12, np.clip(1.0 + r.normal(0.15 * expr), 0.1, 1.4)),
                                     r.normal(1.0 * expr), r.normal(0.5 * expr),  # gaze
                                     r.normal(1.5 * expr),                        # brow raise
                                     5.0 * expr * np.clip(r.uniform(-1.5, 1.0), 0.0, 1.0) ** 2,  # mouth open
                                     r.normal(2.0 * expr)], axis=1)               # smile
-        s["light"] = np.concatenate([1.0 + r.normal(0.2 * ill, 1), r.normal(0.2 * ill, 2),  # gain, gradient
-                                     r.normal(0.06 * ill, 3), r.normal(0.04 * ill, 1)], axis=1)  # cast, offset
+        s["light"] = np.concatenate([1.0 + r.normal(0.25 * ill, 1), r.normal(0.25 * ill, 2),  # gain, gradient
+                                     r.normal(0.09 * ill, 3), r.normal(0.05 * ill, 1),  # cast, offset
+                                     np.clip(r.normal(0.3 * ill, 1), -0.9, 0.9)], axis=1)  # tone curve
         s["background"] = np.concatenate([r.uniform(0.1, 0.9, 1) + r.uniform(-0.25, 0.25, 3), r.uniform(-0.3, 0.3, 6),
                                           r.uniform(0.0, SIZE, 2), r.uniform(15.0, 50.0, 2),
                                           r.uniform(0.05, 0.95, 3)], axis=1)
@@ -285,7 +287,7 @@ class SyntheticFaceGenerator:
         frame = _Frame(s["pose"])
         s32 = _f32(s)
         canvas = self._background(s32["background"])
-        _paint_face(canvas, frame, p, s32["expression"], s32["pose"][:, 4])
+        _paint_face(canvas, frame, p, s32["expression"], s32["pose"][:, 4], s32["pose"][:, 5])
         self._light_and_noise(canvas, s32["light"], s["noise"])
         canvas += 0.5  # round half up: the uint8 assignment below truncates
         np.clip(canvas, 0.0, 255.0, out=canvas)
@@ -305,7 +307,13 @@ class SyntheticFaceGenerator:
 
     @staticmethod
     def _light_and_noise(canvas: np.ndarray, light: np.ndarray, noise: np.ndarray) -> None:
-        """Illumination (gain, directional gradient, colour cast, offset) then sensor noise."""
+        """Illumination (tone curve, gain, directional gradient, colour cast, offset), then noise.
+
+        The tone curve x + k x (1 - x) changes contrast between dark and bright regions, so
+        ratios such as hair/skin brightness are not illumination invariants.
+        """
+        np.clip(canvas, 0.0, 1.0, out=canvas)
+        canvas += light[:, 7, None, None, None] * canvas * (1.0 - canvas)
         rel = (_X - 56.0) / 56.0
         shade = light[:, 0, None, None] + light[:, 1, None, None] * rel[None, None, :] \
             + light[:, 2, None, None] * rel[None, :, None]
@@ -393,8 +401,13 @@ _MOUTH = np.array([0.22, 0.06, 0.06], np.float32)[None, :, None, None]
 _MOLE_TINT = np.array([0.75, 0.85, 0.95], np.float32)[None, :, None, None]
 
 
-def _paint_face(canvas, frame: _Frame, p: dict, e: np.ndarray, yaw: np.ndarray) -> None:
-    """Draw ears, back hair, head with fringe, marks, then inner features, back to front."""
+def _paint_face(canvas, frame: _Frame, p: dict, e: np.ndarray, yaw: np.ndarray, pitch: np.ndarray) -> None:
+    """Draw ears, back hair, head with fringe, marks, then inner features, back to front.
+
+    Out-of-plane pose is faked by parallax: features move with yaw (sideways) and pitch
+    (up/down) in proportion to an assumed depth, which perturbs the mid-frequency geometry
+    (eye-brow-nose-mouth distances) the way head rotation does in real photos.
+    """
     paint = _Painter(canvas, frame)
     a, b, taper, cv = (p["head"][:, i] for i in range(4))
     cu = np.full_like(a, _PIVOT_U)
@@ -421,7 +434,7 @@ def _paint_face(canvas, frame: _Frame, p: dict, e: np.ndarray, yaw: np.ndarray) 
         du, dv = (uu - _b(cu)) / _b(a), (vv - _b(cv)) / _b(b)
         r2 = du * du * (1.0 + _b(taper) * np.maximum(dv, 0.0)) + dv * dv
         head = _soft((1.0 - r2) * _b(np.minimum(a, b) * 0.5))
-        fringe = (_soft(_b(line0) + _b(recess) * du * du + _b(part) * du - vv)
+        fringe = (_soft(_b(line0 - 3.0 * pitch) + _b(recess) * du * du + _b(part) * du - vv)
                   * np.clip((1.15 - r2) * 8.0, 0.0, 1.0))
         shaded = skin * (1.0 - 0.18 * r2)[:, None]  # darker towards the outline: some 3-D look
         _blend(view, head, shaded + fringe[:, None] * (hair - shaded))
@@ -434,12 +447,13 @@ def _paint_face(canvas, frame: _Frame, p: dict, e: np.ndarray, yaw: np.ndarray) 
         # the eye turning away looks narrower.
         squeeze = 1.0 - 0.25 * np.maximum(side * yaw, 0.0)
         eu = cu + side * eye_d + 3.5 * yaw
-        _paint_brow(paint, _c(p["brow_colour"]), eu + side * b_space - 0.5 * yaw, eye_v - b_height - brow_raise,
-                    b_len * squeeze, b_thick, b_arch, b_tilt * side)
-        _paint_eye(paint, _c(p["iris_colour"]), eu, eye_v, eye_w * squeeze, eye_h * openness,
+        _paint_brow(paint, _c(p["brow_colour"]), eu + side * b_space - 0.5 * yaw,
+                    eye_v - b_height - brow_raise + 3.5 * pitch, b_len * squeeze, b_thick, b_arch, b_tilt * side)
+        _paint_eye(paint, _c(p["iris_colour"]), eu, eye_v + 1.5 * pitch, eye_w * squeeze, eye_h * openness,
                    eye_slant * side, gaze_u, gaze_v)
-    _paint_nose(paint, skin, cu + 7.0 * yaw, eye_v, p["nose"])
-    _paint_mouth(paint, _c(p["lip_colour"]), cu + 3.5 * yaw, p["mouth"], mouth_open, smile)
+    _paint_nose(paint, skin, cu + 7.0 * yaw, eye_v + 1.5 * pitch, p["nose"][:, 0] + 6.0 * pitch, p["nose"])
+    _paint_mouth(paint, _c(p["lip_colour"]), cu + 3.5 * yaw, p["mouth"][:, 0] + 3.5 * pitch, p["mouth"],
+                 mouth_open, smile)
 
 
 def _paint_marks(view, frame: _Frame, rows: slice, cols: slice, p: dict, visible) -> None:
@@ -504,9 +518,9 @@ def _paint_eye(paint: _Painter, iris_colour, eu, ev, half_w, half_h, slant, gaze
     _blend(view, _soft((pupil_r * pupil_r - d2) / (2.0 * pupil_r)) * sclera, _PUPIL)
 
 
-def _paint_nose(paint: _Painter, skin, nu, eye_v, nose) -> None:
+def _paint_nose(paint: _Painter, skin, nu, eye_v, tip, nose) -> None:
     """A shaded ridge from the eyes to the tip, a shadow under the tip, and two nostrils."""
-    tip, spread, size = nose[:, 0], nose[:, 1], nose[:, 2]
+    spread, size = nose[:, 1], nose[:, 2]
     top = eye_v + 4.0
     r = paint.region(nu + 0.45 * spread, 0.5 * (top + tip), 2.0, 0.5 * (tip - top) + 1.0)
     if r:
@@ -522,9 +536,9 @@ def _paint_nose(paint: _Painter, skin, nu, eye_v, nose) -> None:
             _blend(view, _ellipse(du - side * _b(spread), dv, _b(1.3 * size), _b(0.8 * size)), _DARK)
 
 
-def _paint_mouth(paint: _Painter, lip_colour, mu, mouth, open_, smile) -> None:
+def _paint_mouth(paint: _Painter, lip_colour, mu, mv, mouth, open_, smile) -> None:
     """Lips as a curved band that tapers to the corners, with a dark opening/line inside."""
-    mv, half_w, lip, curve = mouth[:, 0], mouth[:, 1], mouth[:, 2], mouth[:, 3] + smile
+    half_w, lip, curve = mouth[:, 1], mouth[:, 2], mouth[:, 3] + smile
     r = paint.region(mu, mv - 0.5 * curve, half_w + 1.0, 0.5 * np.abs(curve) + 0.5 * open_ + lip + 1.0)
     if r is None:
         return

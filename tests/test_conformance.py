@@ -1,0 +1,31 @@
+"""Every registered plugin passes the conformance check of its kind (the checks plugin authors use)."""
+
+import pytest
+
+from lrfr_plugins.testing import CHECKS, check_head
+
+SMALL = {  # keep expensive defaults small so the whole registry is checked in seconds
+    ("dataset", "synthetic"): {"num_identities": 3, "images_per_identity": 2},
+    ("protocol", "synthetic"): {"num_identities": 4, "images_per_identity": 2, "num_pairs": 20, "sizes": [112, 7]},
+}
+
+
+def test_every_registered_plugin_conforms(registry):
+    checked = 0
+    for info in registry:
+        check = CHECKS.get(info.kind)
+        if check is None:
+            continue
+        check(registry.create(info.kind, info.name, **SMALL.get((info.kind, info.name), {})))
+        checked += 1
+    assert checked >= 5
+
+
+def test_check_head_catches_a_head_that_margins_label_minus_one_rows(registry):
+    class Broken(type(registry.create("head", "arcface"))):
+        def forward(self, cosine, labels, quality=None):
+            return super().forward(cosine, labels.clamp_min(0), quality)  # treats -1 as class 0
+
+    head = Broken(registry.get("head", "arcface").build_params({}))
+    with pytest.raises(AssertionError, match="label -1 must only be scaled"):
+        check_head(head)
