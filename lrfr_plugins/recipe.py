@@ -39,7 +39,9 @@ class TrainConfig:
     epochs: int = param(1, "passes over the training set", ge=0)
     batch_size: int = param(64, "images per step (per process)", ge=2)
     optimizer: dict = param({}, "optimizer: name (sgd | adamw), lr, momentum, weight_decay")
-    milestones: list[int] = param([], "epochs at which the learning rate is multiplied by gamma")
+    schedule: Literal["multistep", "cosine"] = param(
+        "multistep", "learning-rate schedule after warm-up: x gamma at each milestone, or cosine decay to 0")
+    milestones: list[int] = param([], "epochs at which the learning rate is multiplied by gamma (multistep)")
     gamma: float = param(0.1, "learning-rate factor at each milestone", gt=0)
     warmup_steps: int = param(0, "linear learning-rate warm-up, in steps", ge=0)
     max_steps: int | None = param(None, "stop after this many steps (for quick checks); null: all epochs")

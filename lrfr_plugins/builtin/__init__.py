@@ -7,9 +7,9 @@ from ..hookspecs import hookimpl
 
 @hookimpl
 def lrfr_register_backbones(register):
-    from .backbones.tiny import TinyResNet
+    from .backbones.tiny import TinyNet
 
-    register("tiny", TinyResNet)
+    register("tiny", TinyNet)
 
 
 @hookimpl

@@ -35,9 +35,15 @@ class TrainComponents:
     quality: Any | None
 
 
-def lr_factor(step: int, epoch: int, config: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then x gamma at each milestone epoch reached."""
+def lr_factor(step: int, epoch: int, total_steps: int, config: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then x gamma per milestone reached, or a cosine decay to 0.
+
+    A pure function of the position, so a resumed run follows the same schedule without saved scheduler state.
+    """
     warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    if config.schedule == "cosine":
+        progress = min(1.0, max(0, step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+        return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
     return warm * config.gamma ** sum(1 for m in config.milestones if epoch >= m)
 
 
@@ -92,8 +98,12 @@ class Trainer:
             self.parts.dataset, batch_size=self.config.batch_size, shuffle=True, drop_last=True,
             num_workers=self.config.num_workers, generator=self.loader_generator)
 
+    def total_steps(self) -> int:
+        total = self.config.epochs * (len(self.parts.dataset) // self.config.batch_size)
+        return min(total, self.config.max_steps) if self.config.max_steps is not None else total
+
     def _set_lr(self) -> float:
-        factor = lr_factor(self.step, self.epoch, self.config)
+        factor = lr_factor(self.step, self.epoch, self.total_steps(), self.config)
         for group in self.optimizer.param_groups:
             group["lr"] = self.opt_config.lr * factor * group["scale"]
         return self.opt_config.lr * factor
@@ -136,9 +146,7 @@ class Trainer:
         if steps_per_epoch == 0:
             raise LrfrError(f"the training set has {len(self.parts.dataset)} images, fewer than one batch "
                             f"(train.batch_size = {config.batch_size}). Lower train.batch_size or use more data.")
-        total = config.epochs * steps_per_epoch
-        if config.max_steps is not None:
-            total = min(total, config.max_steps)
+        total = self.total_steps()
         metrics_path = run_dir / "metrics.jsonl"
         self.parts.backbone.train()
         self.parts.head.train()

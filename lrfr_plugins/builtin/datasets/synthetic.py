@@ -22,6 +22,7 @@ class SyntheticParams:
     expression: float = param(1.0, "strength of expression variation (0: none)", ge=0)
     illumination: float = param(1.0, "strength of illumination variation (0: none)", ge=0)
     noise: float = param(1.0, "strength of pixel noise (0: none)", ge=0)
+    cache: bool = param(True, "render every image once and keep it in memory (37.6 KB an image): faster epochs")
 
 
 class SyntheticDataset(FaceDataset):
@@ -34,6 +35,7 @@ class SyntheticDataset(FaceDataset):
         self.generator = SyntheticFaceGenerator(params.seed, params.split, pose=params.pose,
                                                 expression=params.expression, illumination=params.illumination,
                                                 noise=params.noise)
+        self._cache: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -47,6 +49,14 @@ class SyntheticDataset(FaceDataset):
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"index out of range for a dataset of {len(self)} images")
+        if self.params.cache:
+            if self._cache is None:
+                self._cache = torch.cat([self._draw(np.arange(i, min(i + 1024, len(self))))
+                                         for i in range(0, len(self), 1024)])
+            return self._cache[torch.from_numpy(indices)]
+        return self._draw(indices)
+
+    def _draw(self, indices: np.ndarray) -> torch.Tensor:
         per = self.params.images_per_identity
         pixels = self.generator.render(indices // per, indices % per)
         return torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))

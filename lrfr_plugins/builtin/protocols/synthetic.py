@@ -56,7 +56,8 @@ class SyntheticVerification(Protocol):
     def evaluate(self, embed: Embedder, *, progress: bool = True) -> ProtocolResult:
         p = self.params
         data = SyntheticDataset(SyntheticParams(num_identities=p.num_identities,
-                                                images_per_identity=p.images_per_identity, seed=p.seed, split="test"))
+                                                images_per_identity=p.images_per_identity, seed=p.seed, split="test",
+                                                cache=False))
         images = data.render(np.arange(len(data)))
         pairs, issame = draw_pairs(p.num_identities, p.images_per_identity, p.num_pairs, p.seed)
         rows = []
