@@ -33,7 +33,7 @@ def test_resolved_recipe_fills_every_default_and_records_providers(tmp_path, reg
     recipe = load_recipe(write(tmp_path, "base.yaml", BASE), registry=registry)
     head = recipe.data["head"]
     assert head["params"] == {"scale": 32.0, "margin": 0.4, "easy_margin": False, "fallback": "th_mm",
-                              "gradient": "true"}
+                              "gradient": "exact"}
     assert head["provider"] == {"distribution": "lrfr-plugins", "version": "0.1.0"}
     assert recipe.data["train"]["optimizer"] == {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
     assert recipe.data["quality"] is None and recipe.data["finetune"] == []

@@ -19,8 +19,8 @@ class ArcFaceParams:
     fallback: Literal["th_mm", "none"] = param(
         "th_mm", "for theta+m > pi: 'th_mm' continues linearly (cos - m*sin m, keeps the target monotone); "
         "'none' keeps the non-monotone cos(theta+m) as arcface_torch does")
-    gradient: Literal["true", "detached"] = param(
-        "true", "'detached' is arcface_torch's pseudo-gradient: the margin is added under no_grad, d logit/d cos = s")
+    gradient: Literal["exact", "detached"] = param(
+        "exact", "'detached' is arcface_torch's pseudo-gradient: the margin is added under no_grad, d logit/d cos = s")
 
 
 class ArcFace(Head):
@@ -35,7 +35,7 @@ class ArcFace(Head):
 
 
 def arcface_logits(cosine: torch.Tensor, labels: torch.Tensor, margin: float | torch.Tensor, *, scale: float,
-                   easy_margin: bool = False, fallback: str = "th_mm", gradient: str = "true") -> torch.Tensor:
+                   easy_margin: bool = False, fallback: str = "th_mm", gradient: str = "exact") -> torch.Tensor:
     """Scaled logits with the angular margin on each row's target; ``margin`` is a scalar or per row (N,).
 
     Rows whose label is -1 (class on another rank) are only scaled. Computed in float32 even under autocast.
