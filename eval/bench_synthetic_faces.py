@@ -6,7 +6,8 @@ is numpy element-wise work, which runs on one core; pin it to make that explicit
     taskset -c 0 python eval/bench_synthetic_faces.py [--batch 256] [--repeats 7]
 
 Compared side by side: raw rendering (numpy), the dataset's batched path (render + to tensor) used by the
-DataLoader, and the single-item path (what a DataLoader without __getitems__ would pay).
+DataLoader, the single-item path (what a DataLoader without __getitems__ would pay), and reads from the
+in-memory cache (``cache: true``, the default) that every epoch after the first uses.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def main() -> None:
     from lrfr_plugins.synthetic import SyntheticFaceGenerator
 
     generator = SyntheticFaceGenerator(0, "train")
-    dataset = SyntheticDataset(SyntheticParams(num_identities=1000, images_per_identity=50))
+    dataset = SyntheticDataset(SyntheticParams(num_identities=1000, images_per_identity=50, cache=False))
+    cached = SyntheticDataset(SyntheticParams(num_identities=100, images_per_identity=50, cache=True))
+    cached.render(np.arange(1))  # fills the cache: what every epoch after the first reads
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, size=args.batch)
     samples = rng.integers(50, size=args.batch)
@@ -48,7 +51,9 @@ def main() -> None:
     torch.set_num_threads(1)
     row = {"render_numpy_img_per_s": median_rate(lambda: generator.render(ids, samples), args.batch, args.repeats),
            "dataset_getitems_img_per_s": median_rate(lambda: dataset.__getitems__(indices), args.batch, args.repeats),
-           "dataset_getitem_img_per_s": median_rate(lambda: [dataset[i] for i in indices[:32]], 32, args.repeats)}
+           "dataset_getitem_img_per_s": median_rate(lambda: [dataset[i] for i in indices[:32]], 32, args.repeats),
+           "cached_getitems_img_per_s": median_rate(lambda: cached.__getitems__([i % 5000 for i in indices]),
+                                                    args.batch, args.repeats)}
     results = {k: round(v, 1) for k, v in row.items()}
     print(json.dumps({"batch": args.batch, "repeats": args.repeats, "results": results}, indent=2))
 
