@@ -89,7 +89,11 @@ def run(recipe: pathlib.Path | None, overrides: tuple[str, ...], out: pathlib.Pa
         resolved = load_recipe(recipe, overrides, registry=registry)
         run_dir = out if out is not None else pathlib.Path("runs") / resolved.name
         prepare_run_dir(run_dir, overwrite=overwrite, resume=False)
-    result = execute(resolved, registry, run_dir, resume=resume_dir is not None, progress=progress)
+    try:
+        result = execute(resolved, registry, run_dir, resume=resume_dir is not None, progress=progress)
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted. Continue from the last finished epoch with: lrfr run --resume {run_dir}", err=True)
+        sys.exit(130)
     click.echo(result.results_markdown)
     click.echo(f"Run directory: {run_dir}  (model.onnx, results.md, metrics.json, recipe.resolved.yaml)")
 

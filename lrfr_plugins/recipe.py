@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import LrfrError, ParamsError, RecipeError, UnknownPluginError, did_you_mean
+from .errors import ParamsError, RecipeError, UnknownPluginError, did_you_mean
 from .params import build_params, param, params_to_dict
 from .registry import Registry
 

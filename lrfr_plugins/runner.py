@@ -11,12 +11,10 @@ import json
 import logging
 import pathlib
 import shutil
-
 import time
 from typing import Any
 
 import torch
-
 
 from . import __version__
 from .api import FinetuneContext

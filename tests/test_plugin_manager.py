@@ -130,3 +130,19 @@ def test_every_builtin_plugin_is_documented_and_constructible_with_defaults(regi
         for row in __import__("lrfr_plugins.params", fromlist=["describe"]).describe(info.params_cls):
             assert row["doc"], f"{info.kind} '{info.name}' parameter {row['name']} has no doc"
         registry.create(info.kind, info.name)
+
+
+def test_lrfr_plugins_warns_about_a_broken_plugin_and_still_lists_the_rest(tmp_path):
+    import json
+    import os
+
+    from conftest import run_lrfr
+
+    site = make_distribution(tmp_path / "site", "lrfr-broken", "0.1", {"broken": "lrfrtest_cli_broken"},
+                             {"lrfrtest_cli_broken": "import does_not_exist\n"})
+    result = run_lrfr("plugins", "--json", env={"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+                                                 "LRFR_LOAD_PLUGINS": "broken"})
+    assert result.returncode == 0
+    assert any(row["name"] == "arcface" for row in json.loads(result.stdout))
+    assert ("Warning: plugin not loaded: entry point 'broken = lrfrtest_cli_broken' from lrfr-broken: "
+            "ModuleNotFoundError: No module named 'does_not_exist'") in result.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ...api import Embedder, Protocol, ProtocolResult, param
