@@ -289,6 +289,24 @@ def _resolve_host(cls: type, path: str, value: Any, origins: _Origins, problems:
         return None
 
 
+def _resolve_default_quality(registry: Registry, resolved: dict[str, Any], origins: _Origins,
+                             problems: list[str]) -> None:
+    """A head that needs a per-sample quality gets its default estimator, written into the resolved recipe."""
+    head = resolved.get("head")
+    if head is None or resolved.get("quality") is not None:
+        return
+    head_cls = registry.get("head", head["name"]).cls
+    if not getattr(head_cls, "needs_quality", False):
+        return
+    default = getattr(head_cls, "default_quality", None)
+    if default:
+        resolved["quality"] = _resolve_slot(registry, "quality", "quality", {"name": default}, origins, problems)
+    else:
+        problems.append(_problem_block(origins.of("head"), "quality",
+                                       f"head '{head['name']}' needs a per-sample quality: add 'quality: {{name: ...}}'. "
+                                       f"Installed: {', '.join(registry.names('quality')) or '(none)'}"))
+
+
 def validate(data: dict[str, Any], origins: _Origins, registry: Registry, path: pathlib.Path | None = None) -> Recipe:
     """Check everything; raise one :class:`RecipeError` listing every problem, or return the resolved recipe."""
     problems: list[str] = []
@@ -327,6 +345,8 @@ def validate(data: dict[str, Any], origins: _Origins, registry: Registry, path: 
             value = []
         resolved[section] = [_resolve_slot(registry, kind, f"{section}.{i}", item, origins, problems)
                              for i, item in enumerate(value)]
+
+    _resolve_default_quality(registry, resolved, origins, problems)
 
     train_raw = data.get("train") or {}
     train = _resolve_host(TrainConfig, "train", train_raw, origins, problems)

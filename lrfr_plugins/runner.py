@@ -102,15 +102,7 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     dataset = _create(registry, "dataset", recipe.slot("data"))
     backbone = _create(registry, "backbone", recipe.slot("backbone"))
     head = _create(registry, "head", recipe.slot("head"))
-    quality = None
-    if recipe.slot("quality"):
-        quality = _create(registry, "quality", recipe.slot("quality"))
-    elif getattr(head, "needs_quality", False):
-        default = getattr(head, "default_quality", None)
-        if not default:
-            raise LrfrError(f"head '{recipe.slot('head')['name']}' needs a quality estimator: add "
-                            "'quality: {name: ...}' to the recipe (see 'lrfr plugins').")
-        quality = registry.create("quality", default)
+    quality = _create(registry, "quality", recipe.slot("quality")) if recipe.slot("quality") else None
     degradations = [_create(registry, "degradation", s) for s in recipe.data["degradations"]]
     log.info("data: %d images of %d identities", len(dataset), dataset.num_classes)
 
