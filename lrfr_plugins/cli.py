@@ -70,7 +70,8 @@ def run(recipe: pathlib.Path | None, overrides: tuple[str, ...], out: pathlib.Pa
     """Train, finetune, evaluate and export as RECIPE says, into a run directory.
 
     The run directory gets recipe.resolved.yaml (every default filled, each plugin's provider and version),
-    checkpoint.pt, metrics.json, results.md, model.onnx and run.log. The results table is printed at the end.
+    checkpoint.pt, metrics.json, results.md, accuracy_vs_resolution.png, model.onnx and run.log. The results
+    table is printed at the end.
     """
     from .recipe import load_recipe
     from .runner import execute, prepare_run_dir, resume_recipe
@@ -95,7 +96,8 @@ def run(recipe: pathlib.Path | None, overrides: tuple[str, ...], out: pathlib.Pa
         click.echo(f"\nInterrupted. Continue from the last finished epoch with: lrfr run --resume {run_dir}", err=True)
         sys.exit(130)
     click.echo(result.results_markdown)
-    click.echo(f"Run directory: {run_dir}  (model.onnx, results.md, metrics.json, recipe.resolved.yaml)")
+    click.echo(f"Run directory: {run_dir}  (model.onnx, results.md, accuracy_vs_resolution.png, metrics.json, "
+               "recipe.resolved.yaml)")
 
 
 @main.command()

@@ -1,7 +1,8 @@
 """Composes a validated recipe into a run: data -> train -> finetune -> evaluate -> export, in a run directory.
 
 A run directory holds ``recipe.resolved.yaml`` (re-running it reproduces the run), ``checkpoint.pt``,
-``metrics.jsonl`` / ``metrics.json``, ``results.md``, ``model.onnx`` and ``run.log``.
+``metrics.jsonl`` / ``metrics.json``, ``results.md``, ``accuracy_vs_resolution.png``, ``model.onnx`` and
+``run.log``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .engine.trainer import TrainComponents, Trainer
 from .errors import LrfrError, RunDirError
 from .export.onnx import export_onnx
 from .recipe import Recipe, load_recipe_data, validate
+from .plots import plot_accuracy_vs_resolution
 from .registry import Registry
 from .results import results_markdown
 
@@ -138,6 +140,9 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     table = results_markdown(recipe.name, evaluations, train_summary)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
     atomic_write_text(run_dir / "results.md", table)
+    title = f"{recipe.name}: {recipe.slot('head')['name']} head"
+    if plot_accuracy_vs_resolution(evaluations, run_dir / "accuracy_vs_resolution.png", title):
+        log.info("plotted %s", run_dir / "accuracy_vs_resolution.png")
     return RunResult(run_dir, metrics, table)
 
 

@@ -105,8 +105,9 @@ def test_run_writes_a_complete_run_directory_and_refuses_to_clobber_it(tiny_reci
     result = run_lrfr("run", str(tiny_recipe), "--out", str(out), "--no-progress")
     assert result.returncode == 0, result.stderr
     for name in ("recipe.resolved.yaml", "metrics.json", "metrics.jsonl", "checkpoint.pt", "model.onnx",
-                 "results.md", "run.log"):
+                 "results.md", "run.log", "accuracy_vs_resolution.png"):
         assert (out / name).is_file(), name
+    assert (out / "accuracy_vs_resolution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 112px" in result.stdout and "| 14px" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["resolution"] for r in metrics["eval"][0]["rows"]] == ["112px", "14px"]
