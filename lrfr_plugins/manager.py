@@ -73,21 +73,20 @@ def get_plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
             pm.lrfr_load_errors.append(LoadError(f"entry point '{ep.name} = {ep.value}'", dist_name,
                                                  f"{type(exc).__name__}: {exc}"))
             continue
-        _register(pm, plugin, ep.name, Provider(dist_name, dist_version, ep.value))
+        register_plugin(pm, plugin, ep.name, Provider(dist_name, dist_version, ep.value))
         builtin_loaded = builtin_loaded or is_builtin
     if not builtin_loaded and "builtin" not in blocked and DISTRIBUTION not in blocked:
         # Running from a source tree that was never installed: same module, same hooks.
-        _register(pm, importlib.import_module(BUILTIN_MODULE), "builtin",
+        register_plugin(pm, importlib.import_module(BUILTIN_MODULE), "builtin",
                   Provider(DISTRIBUTION, __version__, BUILTIN_MODULE))
     return pm
 
 
 def register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str, provider: Provider) -> None:
-    """Register a plugin object (module or instance) by hand, e.g. in tests or notebooks."""
-    _register(pm, plugin, name, provider)
+    """Register a plugin object (module or instance) with its provider; a misspelled hook is reported, not kept.
 
-
-def _register(pm: pluggy.PluginManager, plugin: Any, name: str, provider: Provider) -> None:
+    Used for entry points and the built-ins, and by hand in tests or notebooks.
+    """
     if pm.is_registered(plugin):
         return
     try:
