@@ -124,10 +124,6 @@ def _check_bounds(value: Any, meta: Mapping[str, Any]) -> None:
             raise ValueError(f"must be {word} {bound}, got {value}")
 
 
-def fields_of(params_cls: type) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(params_cls))
-
-
 def build_params(params_cls: type, values: Mapping[str, Any] | None, *, owner: str) -> Any:
     """Validate ``values`` against ``params_cls`` and return an instance; every problem is reported at once.
 

@@ -29,3 +29,13 @@ def test_check_head_catches_a_head_that_margins_label_minus_one_rows(registry):
     head = Broken(registry.get("head", "arcface").build_params({}))
     with pytest.raises(AssertionError, match="label -1 must only be scaled"):
         check_head(head)
+
+
+def test_check_plugin_is_the_three_line_test_for_authors():
+    from lrfr_plugins.errors import UnknownPluginError
+    from lrfr_plugins.testing import check_plugin
+
+    check_plugin("head", "arcface", margin=0.4)
+    check_plugin("backbone", "tiny", embedding_size=16)
+    with pytest.raises(UnknownPluginError, match="unknown head 'nope'"):
+        check_plugin("head", "nope")

@@ -58,3 +58,16 @@ def test_resume_after_an_interrupted_epoch_equals_an_uninterrupted_run(tmp_path,
     assert torch.equal(a["classifier"]["weight"], b["classifier"]["weight"])
     steps = [__import__("json").loads(line)["step"] for line in (stopped / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # the steps trained again after the crash are logged once
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from lrfr_plugins.engine.checkpoint import atomic_path, atomic_write_text
+
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half of the new")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left behind
