@@ -100,7 +100,8 @@ def test_every_problem_at_once_with_file_and_dotted_path(tmp_path, registry):
     message = str(info.value)
     assert message.startswith("4 problems in the recipe:")
     assert "child.yaml: trian: unknown top-level key. Did you mean 'train'?" in message
-    assert "child.yaml: head.name: unknown head 'arcfce'.\n  Did you mean 'arcface'?\n  Installed heads: arcface" in message
+    assert ("child.yaml: head.name: unknown head 'arcfce'.\n  Did you mean 'arcface'?\n"
+            f"  Installed heads: {', '.join(registry.names('head'))}") in message
     assert ("child.yaml: backbone.params: 1 problem for backbone 'tiny' (lrfr-plugins 0.1.0):\n"
             "  - embeding_size: unknown parameter; did you mean 'embedding_size'?") in message
     assert "--set: train: 1 problem for 'train':\n  - batch_size: must be an integer, got 'one'" in message
@@ -128,7 +129,8 @@ def test_missing_required_sections_and_wrong_types(tmp_path, registry):
 def test_missing_plugin_name_lists_choices(tmp_path, registry):
     path = write(tmp_path, "r.yaml", BASE.replace("head: {name: arcface, params: {scale: 32.0, margin: 0.4}}",
                                                   "head: {params: {scale: 32.0}}"))
-    with pytest.raises(RecipeError, match=r"r.yaml: head.name: required: which head to use. Choose one of: arcface"):
+    with pytest.raises(RecipeError, match=r"r.yaml: head.name: required: which head to use. Choose one of: "
+                                          r"approach1, arcface, combined"):
         load_recipe(path, registry=registry)
 
 

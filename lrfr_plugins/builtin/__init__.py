@@ -14,9 +14,22 @@ def lrfr_register_backbones(register):
 
 @hookimpl
 def lrfr_register_heads(register):
+    from .heads.approach1 import Approach1
     from .heads.arcface import ArcFace
+    from .heads.combined import Combined
+    from .heads.cosface import CosFace
 
     register("arcface", ArcFace)
+    register("cosface", CosFace)
+    register("combined", Combined)
+    register("approach1", Approach1)
+
+
+@hookimpl
+def lrfr_register_quality(register):
+    from .quality.resolution_flag import ResolutionFlag
+
+    register("resolution-flag", ResolutionFlag)
 
 
 @hookimpl

@@ -1,0 +1,95 @@
+"""CosFace, combined and Approach 1 against REFERENCE.md §12 values and hand-computed formulas."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+COS = torch.tensor([[0.60, 0.80, 0.00, 0.00],
+                    [0.00, 0.28, 0.96, 0.00],
+                    [0.80, 0.00, 0.00, 0.60],
+                    [0.36, 0.48, 0.64, 0.48]])
+LABELS = torch.tensor([0, 2, 3, 1])
+TARGETS = torch.tensor([0.60, 0.96, 0.60, 0.48])
+
+
+def targets(logits):
+    return logits[torch.arange(4), LABELS]
+
+
+def non_targets_scaled(logits, scale):
+    mask = torch.ones_like(COS, dtype=torch.bool)
+    mask[torch.arange(4), LABELS] = False
+    return torch.allclose(logits[mask], scale * COS[mask])
+
+
+def test_cosface_matches_arcface_torch(registry):
+    logits = registry.create("head", "cosface")(COS, LABELS)
+    assert targets(logits).tolist() == pytest.approx([12.8, 35.84, 12.8, 5.12], abs=1e-5)
+    assert F.cross_entropy(logits, LABELS).item() == pytest.approx(28.160009, abs=1e-5)
+    assert non_targets_scaled(logits, 64.0)
+
+
+def test_combined_computes_the_whole_formula_where_arcface_torch_drops_m2(registry):
+    logits = registry.create("head", "combined", m1=1.0, m2=0.3, m3=0.2)(COS, LABELS)
+    expected = [64 * (math.cos(math.acos(c) + 0.3) - 0.2) for c in TARGETS.tolist()]
+    assert targets(logits).tolist() == pytest.approx(expected, abs=1e-4)
+    # arcface_torch's CombinedMarginLoss(64, 1, 0.3, 0.2) gives CosFace 0.2 here: 25.6, 48.64, 25.6, 17.92.
+    assert targets(logits)[0].item() != pytest.approx(25.6, abs=0.1)
+    assert non_targets_scaled(logits, 64.0)
+
+
+def test_combined_presets_reduce_to_arcface_and_cosface(registry):
+    arc = registry.create("head", "combined", m1=1.0, m2=0.5, m3=0.0, fallback="th_mm")(COS, LABELS)
+    assert torch.allclose(arc, registry.create("head", "arcface")(COS, LABELS), atol=1e-4)
+    cos = registry.create("head", "combined", m1=1.0, m2=0.0, m3=0.4)(COS, LABELS)
+    assert torch.allclose(cos, registry.create("head", "cosface")(COS, LABELS), atol=1e-4)
+
+
+def test_combined_multiplicative_margin_with_monotone_psi_continuation(registry):
+    head = registry.create("head", "combined", m1=1.7, m2=0.0, m3=0.0, scale=1.0)
+    c = torch.linspace(-1, 1, 4001)[:, None]
+    target = head(c, torch.zeros(4001, dtype=torch.long))[:, 0]
+    assert (target[1:] - target[:-1] >= -1e-5).all()  # monotone in the cosine over the whole range
+    theta = math.acos(0.36)
+    assert head(torch.tensor([[0.36]]), torch.tensor([0])).item() == pytest.approx(math.cos(1.7 * theta), abs=1e-5)
+    # Past 1.7*theta > pi: psi = -cos(1.7 theta) - 2 (k = 1), continuous with -1 at the boundary.
+    theta = math.acos(-0.8)
+    assert head(torch.tensor([[-0.8]]), torch.tensor([0])).item() == pytest.approx(-math.cos(1.7 * theta) - 2, abs=1e-5)
+
+
+def test_combined_rejects_th_mm_for_multiplicative_margins(registry):
+    from lrfr_plugins.errors import ParamsError
+
+    with pytest.raises(ParamsError, match=r"fallback 'th_mm' needs m1 = 1 \(got m1 = 1.5\); use fallback 'psi'"):
+        registry.create("head", "combined", m1=1.5, fallback="th_mm")
+
+
+def test_approach1_matches_the_studys_adaptive_arcface(registry):
+    head = registry.create("head", "approach1")
+    quality = torch.tensor([1.0, 0.0, 1.0, 0.0])  # HR, LR, HR, LR -> margins 0.35, 0.5, 0.35, 0.5
+    logits = head(COS, LABELS, quality)
+    assert targets(logits).tolist() == pytest.approx([18.515544, 45.327367, 18.515544, 0.041902], abs=1e-4)
+    assert F.cross_entropy(logits, LABELS).item() == pytest.approx(26.571761, abs=1e-5)
+    assert non_targets_scaled(logits, 64.0)
+
+
+def test_approach1_without_quality_says_what_it_needs(registry):
+    with pytest.raises(ValueError, match=r"head 'approach1' needs quality \(N,\): 1 for full-resolution images"):
+        registry.create("head", "approach1")(COS, LABELS)
+
+
+def test_resolution_flag_quality(registry):
+    flag = registry.create("quality", "resolution-flag")
+    images = torch.zeros(3, 3, 112, 112, dtype=torch.uint8)
+    assert flag(images, lr_mask=torch.tensor([True, False, True])).tolist() == [0.0, 1.0, 0.0]
+    assert flag(images).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_approach1_resolves_its_default_quality_in_a_recipe(tmp_path, registry):
+    from lrfr_plugins.recipe import load_recipe
+
+    path = tmp_path / "a1.yaml"
+    path.write_text("data: {name: synthetic}\nbackbone: {name: tiny}\nhead: {name: approach1}\n")
+    assert load_recipe(path, registry=registry).data["quality"]["name"] == "resolution-flag"
