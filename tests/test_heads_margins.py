@@ -93,3 +93,35 @@ def test_approach1_resolves_its_default_quality_in_a_recipe(tmp_path, registry):
     path = tmp_path / "a1.yaml"
     path.write_text("data: {name: synthetic}\nbackbone: {name: tiny}\nhead: {name: approach1}\n")
     assert load_recipe(path, registry=registry).data["quality"]["name"] == "resolution-flag"
+
+
+def test_approach2_reciprocal_matches_the_studys_values(registry):
+    head = registry.create("head", "approach2")
+    quality = torch.tensor([15.721, 2.317, 15.721, 2.317])  # the slides' HR and LR mean Laplacian
+    logits = head(COS, LABELS, quality)
+    assert targets(logits).tolist() == pytest.approx([35.067746, 48.309739, 35.067746, 4.416464], abs=1e-4)
+    assert F.cross_entropy(logits, LABELS).item() == pytest.approx(17.202020, abs=1e-5)
+
+
+def test_approach2_margins_reciprocal_guard_and_bounded_mapping(registry):
+    from lrfr_plugins.builtin.heads.approach2 import approach2_margin
+
+    reciprocal = registry.create("head", "approach2").params
+    assert approach2_margin(torch.tensor([15.721, 2.317, 0.0]), reciprocal).tolist() == pytest.approx(
+        [1 / 15.721, 1 / 2.317, 3.0], abs=1e-6)  # a flat image is floored at q = 1/3, not infinity
+    bounded = registry.create("head", "approach2", mapping="bounded").params
+    q = torch.tensor([0.0, 2.317, 6.035, 15.721, 1e6])
+    m = approach2_margin(q, bounded)
+    assert m.tolist() == pytest.approx([0.5, 0.35 + 0.15 / (1 + (2.317 / 6.035) ** 2), 0.425,
+                                        0.35 + 0.15 / (1 + (15.721 / 6.035) ** 2), 0.35], abs=1e-6)
+    assert (m[1:] <= m[:-1]).all()  # lower quality, larger margin
+
+
+def test_approach2_uses_the_laplacian_by_default(tmp_path, registry):
+    from lrfr_plugins.recipe import load_recipe
+
+    path = tmp_path / "a2.yaml"
+    path.write_text("data: {name: synthetic}\nbackbone: {name: tiny}\nhead: {name: approach2}\n")
+    assert load_recipe(path, registry=registry).data["quality"] == {
+        "name": "laplacian", "params": {"reduce": "mean_abs"},
+        "provider": {"distribution": "lrfr-plugins", "version": "0.1.0"}}

@@ -15,6 +15,7 @@ def lrfr_register_backbones(register):
 @hookimpl
 def lrfr_register_heads(register):
     from .heads.approach1 import Approach1
+    from .heads.approach2 import Approach2
     from .heads.arcface import ArcFace
     from .heads.combined import Combined
     from .heads.cosface import CosFace
@@ -23,12 +24,15 @@ def lrfr_register_heads(register):
     register("cosface", CosFace)
     register("combined", Combined)
     register("approach1", Approach1)
+    register("approach2", Approach2)
 
 
 @hookimpl
 def lrfr_register_quality(register):
+    from .quality.laplacian import Laplacian
     from .quality.resolution_flag import ResolutionFlag
 
+    register("laplacian", Laplacian)
     register("resolution-flag", ResolutionFlag)
 
 
