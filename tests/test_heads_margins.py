@@ -125,3 +125,44 @@ def test_approach2_uses_the_laplacian_by_default(tmp_path, registry):
     assert load_recipe(path, registry=registry).data["quality"] == {
         "name": "laplacian", "params": {"reduce": "mean_abs"},
         "provider": {"distribution": "lrfr-plugins", "version": "0.1.0"}}
+
+
+def test_sphereface_r_matches_opensphere(registry):
+    head = registry.create("head", "sphereface")
+    logits = head(COS, LABELS)
+    assert (targets(logits) / 30).tolist() == pytest.approx([-0.0056, 0.8859, -0.0056, -0.2459], abs=1e-4)
+    assert F.cross_entropy(logits, LABELS).item() == pytest.approx(18.730411, abs=1e-5)
+    assert non_targets_scaled(logits, 30.0)
+    c = COS.clone().requires_grad_()
+    head(c, LABELS).sum().backward()
+    assert torch.allclose(c.grad, torch.full_like(c, 30.0))  # SphereFace-R's gradient detachment
+
+
+def test_sphereface_annealing_follows_the_caffe_schedule(registry):
+    head = registry.create("head", "sphereface", anneal=True).train()
+    plain = registry.create("head", "sphereface")
+    logits = head(COS, LABELS)  # iteration 1: lambda = 1000 / 1.12
+    lam = 1000 / 1.12
+    expected = (lam * 30 * TARGETS + targets(plain(COS, LABELS))) / (1 + lam)
+    assert torch.allclose(targets(logits), expected, atol=1e-4)
+    for _ in range(5000):
+        head.iteration += 1
+    assert head.current_lambda() == 5.0  # floored at lambda_min
+    assert "iteration" in head.state_dict()  # saved with the checkpoint
+    head.eval()
+    before = int(head.iteration)
+    head(COS, LABELS)
+    assert int(head.iteration) == before  # evaluation does not advance the schedule
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_every_head_is_finite_at_plus_minus_one_under_autocast(registry, dtype):
+    for name in registry.names("head"):
+        head = registry.create("head", name)
+        cos = torch.tensor([[1.0], [-1.0], [1.0]], requires_grad=True)
+        quality = torch.tensor([1.0, 0.0, 5.0]) if head.needs_quality else None
+        with torch.autocast("cpu", dtype=dtype):
+            logits = head(cos.to(dtype), torch.tensor([0, 0, -1]), quality)
+            loss = F.cross_entropy(logits, torch.tensor([0, 0, 0]))
+        loss.backward()
+        assert torch.isfinite(logits).all() and torch.isfinite(cos.grad).all(), name

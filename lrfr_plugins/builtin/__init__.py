@@ -19,10 +19,12 @@ def lrfr_register_heads(register):
     from .heads.arcface import ArcFace
     from .heads.combined import Combined
     from .heads.cosface import CosFace
+    from .heads.sphereface import SphereFace
 
     register("arcface", ArcFace)
     register("cosface", CosFace)
     register("combined", Combined)
+    register("sphereface", SphereFace)
     register("approach1", Approach1)
     register("approach2", Approach2)
 
