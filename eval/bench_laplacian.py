@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from torch import nn
@@ -19,15 +17,11 @@ from torch import nn
 from lrfr_plugins.builtin.backbones.tiny import TinyNet, TinyParams
 from lrfr_plugins.builtin.quality.laplacian import Laplacian, LaplacianParams
 
+from timing import median_seconds  # eval/timing.py, beside this script
+
 
 def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_seconds(fn, repeats)
 
 
 def main() -> None:

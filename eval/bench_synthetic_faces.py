@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
 
+from timing import median_seconds  # eval/timing.py, beside this script
+
 
 def median_rate(fn, count: int, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return count / statistics.median(times)
+    return count / median_seconds(fn, repeats)
 
 
 def main() -> None:
