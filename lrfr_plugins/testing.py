@@ -80,8 +80,13 @@ def check_protocol(protocol: Any) -> None:
 
 
 def check_quality(quality: Any) -> None:
-    x = torch.randint(0, 256, (4, 3, 112, 112), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    q = quality(x)
+    """Quality (4,) finite from uint8 images, or from embeddings when the estimator says it uses them."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (4, 3, 112, 112), dtype=torch.uint8, generator=g)
+    if getattr(quality, "uses_embeddings", False):
+        q = quality(x, embeddings=torch.randn(4, 16, generator=g))
+    else:
+        q = quality(x)
     assert q.shape == (4,) and torch.isfinite(q).all()
 
 

@@ -1,4 +1,10 @@
-"""Quality estimators: uint8 images (N, 3, H, W), 0..255, as the network sees them -> quality (N,) float."""
+"""Quality estimators: per-sample quality (N,) float, from the images as the network sees them or from embeddings.
+
+Most estimators read the uint8 images (N, 3, H, W), 0..255, after degradation and before normalisation; the
+host calls them before the forward pass. One that sets ``uses_embeddings = True`` (the feature norm of AdaFace
+and MagFace) is called after the forward pass with ``embeddings=`` the backbone's raw output (N, D), which it may
+keep differentiable. ``lr_mask`` (N,) bool marks the images a degradation changed.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,12 @@ from ..params import NoParams
 
 class Quality:
     Params: ClassVar[type] = NoParams
+    #: True: the host passes ``embeddings=`` (after the backbone) instead of calling before the forward pass.
+    uses_embeddings: ClassVar[bool] = False
 
     def __init__(self, params: Any):
         self.params = params
 
-    def __call__(self, images: torch.Tensor, *, lr_mask: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
+    def __call__(self, images: torch.Tensor, *, lr_mask: torch.Tensor | None = None,
+                 embeddings: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

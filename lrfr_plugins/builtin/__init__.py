@@ -14,28 +14,34 @@ def lrfr_register_backbones(register):
 
 @hookimpl
 def lrfr_register_heads(register):
+    from .heads.adaface import AdaFace
     from .heads.approach1 import Approach1
     from .heads.approach2 import Approach2
     from .heads.arcface import ArcFace
     from .heads.combined import Combined
     from .heads.cosface import CosFace
+    from .heads.magface import MagFace
     from .heads.sphereface import SphereFace
 
     register("arcface", ArcFace)
     register("cosface", CosFace)
     register("combined", Combined)
     register("sphereface", SphereFace)
+    register("adaface", AdaFace)
+    register("magface", MagFace)
     register("approach1", Approach1)
     register("approach2", Approach2)
 
 
 @hookimpl
 def lrfr_register_quality(register):
+    from .quality.feature_norm import FeatureNorm
     from .quality.laplacian import Laplacian
     from .quality.resolution_flag import ResolutionFlag
 
     register("laplacian", Laplacian)
     register("resolution-flag", ResolutionFlag)
+    register("feature-norm", FeatureNorm)
 
 
 @hookimpl

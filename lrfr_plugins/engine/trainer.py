@@ -117,11 +117,14 @@ class Trainer:
         for degradation in parts.degradations:
             out = degradation(images, self.generator)
             images, lr_mask = out.images, lr_mask | out.lr_mask.cpu()
-        quality = None
-        if parts.quality is not None:
-            quality = parts.quality(images, lr_mask=lr_mask).to(self.device)
+        estimator, quality = parts.quality, None
+        from_embeddings = getattr(estimator, "uses_embeddings", False)
+        if estimator is not None and not from_embeddings:
+            quality = estimator(images, lr_mask=lr_mask).to(self.device)
         labels = labels.to(self.device)
         embeddings = parts.backbone(to_network_input(images).to(self.device))
+        if estimator is not None and from_embeddings:
+            quality = estimator(images, lr_mask=lr_mask, embeddings=embeddings)
         logits = parts.head(self.classifier(embeddings), labels, quality)
         loss = F.cross_entropy(logits, labels)
         extra = parts.head.extra_loss() if hasattr(parts.head, "extra_loss") else None

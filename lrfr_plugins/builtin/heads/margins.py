@@ -9,6 +9,8 @@ Past m1*theta + m2 > pi, cos() turns back up and would reward moving away from t
 - ``th_mm`` (m1 = 1 only): InsightFace's textbook rule, target = cos(theta) - sin(m2)*m2 - m3 there;
 - ``psi``: SphereFace's monotone continuation (-1)^k cos(m1*theta + m2) - 2k, k = floor((m1*theta + m2)/pi),
   continuous and decreasing for any m1, m2;
+- ``clip``: AdaFace's rule, the angle m1*theta + m2 clamped to [eps, pi - eps] (``clip_eps``), which also keeps
+  negative margins (AdaFace's high-quality rows) from pushing the angle below 0;
 - ``none``: the raw cos(m1*theta + m2), as arcface_torch computes it.
 """
 
@@ -19,7 +21,7 @@ import math
 import torch
 
 MarginValue = float | torch.Tensor
-FALLBACKS = ("th_mm", "psi", "none")
+FALLBACKS = ("th_mm", "psi", "clip", "none")
 
 
 def _per_row(value: MarginValue, like: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -28,7 +30,7 @@ def _per_row(value: MarginValue, like: torch.Tensor, rows: torch.Tensor) -> torc
 
 
 def margin_target(c: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor, m3: torch.Tensor, *,
-                  fallback: str = "th_mm", easy_margin: bool = False) -> torch.Tensor:
+                  fallback: str = "th_mm", easy_margin: bool = False, clip_eps: float = 1e-3) -> torch.Tensor:
     """cos(m1*theta + m2) - m3 for target cosines ``c`` (float32), with the chosen fallback."""
     c = c.clamp(-1 + 1e-7, 1 - 1e-7)  # sqrt(1 - c^2) and acos have infinite slopes at +-1
     if bool((m1 == 1).all()):
@@ -49,6 +51,8 @@ def margin_target(c: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor, m3: torch
         k = torch.floor(angle / math.pi).clamp_min(0)
         sign = 1.0 - 2.0 * torch.remainder(k, 2)
         return torch.where(angle > math.pi, sign * torch.cos(angle) - 2 * k, raw) - m3
+    if fallback == "clip":
+        return torch.cos((m1 * torch.acos(c) + m2).clamp(clip_eps, math.pi - clip_eps)) - m3
     if fallback == "none":
         return raw - m3
     raise ValueError(f"unknown fallback {fallback!r}; choose one of {', '.join(FALLBACKS)}")
@@ -56,7 +60,7 @@ def margin_target(c: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor, m3: torch
 
 def margin_logits(cosine: torch.Tensor, labels: torch.Tensor, *, scale: float, m1: MarginValue = 1.0,
                   m2: MarginValue = 0.0, m3: MarginValue = 0.0, fallback: str = "th_mm", easy_margin: bool = False,
-                  gradient: str = "exact") -> torch.Tensor:
+                  gradient: str = "exact", clip_eps: float = 1e-3) -> torch.Tensor:
     """Scaled logits with the margin on each row's target; computed in float32 even under autocast.
 
     ``gradient="detached"`` is arcface_torch's pseudo-gradient: the margin is added under no_grad, so
@@ -71,7 +75,7 @@ def margin_logits(cosine: torch.Tensor, labels: torch.Tensor, *, scale: float, m
     m1_, m2_, m3_ = (_per_row(v, cosine, rows) for v in (m1, m2, m3))
 
     def margined(c: torch.Tensor) -> torch.Tensor:
-        return margin_target(c, m1_, m2_, m3_, fallback=fallback, easy_margin=easy_margin)
+        return margin_target(c, m1_, m2_, m3_, fallback=fallback, easy_margin=easy_margin, clip_eps=clip_eps)
 
     if gradient == "detached":
         with torch.no_grad():
