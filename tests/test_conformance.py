@@ -1,22 +1,37 @@
 """Every registered plugin passes the conformance check of its kind (the checks plugin authors use)."""
 
+import pathlib
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from lrfr_plugins.testing import CHECKS, check_head
 
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 SMALL = {  # keep expensive defaults small so the whole registry is checked in seconds
     ("dataset", "synthetic"): {"num_identities": 3, "images_per_identity": 2},
     ("protocol", "synthetic"): {"num_identities": 4, "images_per_identity": 2, "num_pairs": 20, "sizes": [112, 7]},
 }
 
 
-def test_every_registered_plugin_conforms(registry):
+def data_roots(tmp_path):
+    """Plugins that read files get small real ones: the committed mxnet-written pack and a tiny image folder."""
+    for identity in ("a", "b"):
+        (tmp_path / identity).mkdir()
+        Image.fromarray(np.full((112, 112, 3), 100, np.uint8)).save(tmp_path / identity / "0.png")
+    return {("dataset", "insightface-rec"): {"root": str(FIXTURES / "mxnet" / "faces_tiny")},
+            ("dataset", "image-folder"): {"root": str(tmp_path)}}
+
+
+def test_every_registered_plugin_conforms(registry, tmp_path):
     checked = 0
+    params = {**SMALL, **data_roots(tmp_path)}
     for info in registry:
         check = CHECKS.get(info.kind)
         if check is None:
             continue
-        check(registry.create(info.kind, info.name, **SMALL.get((info.kind, info.name), {})))
+        check(registry.create(info.kind, info.name, **params.get((info.kind, info.name), {})))
         checked += 1
     assert checked >= 5
 

@@ -120,7 +120,7 @@ def test_missing_required_sections_and_wrong_types(tmp_path, registry):
         load_recipe(path, registry=registry)
     message = str(info.value)
     assert "bad.yaml: seed: must be an integer, got 'x'." in message
-    assert "bad.yaml: data: required: the dataset to use, as {name: ..., params: {...}}. Installed: synthetic" in message
+    assert "bad.yaml: data: required: the dataset to use, as {name: ..., params: {...}}. Installed: image-folder, insightface-rec, synthetic" in message
     assert "bad.yaml: backbone: required" in message
     assert "bad.yaml: head: must be a mapping like {name: ..., params: {...}}, got 'arcface'." in message
     assert "bad.yaml: degradations: must be a list of {name: ..., params: {...}} entries" in message

@@ -7,9 +7,15 @@ from ..hookspecs import hookimpl
 
 @hookimpl
 def lrfr_register_backbones(register):
+    from .backbones.iresnet import IResNet18, IResNet34, IResNet50, IResNet100, IResNet200
     from .backbones.tiny import TinyNet
 
     register("tiny", TinyNet)
+    register("iresnet18", IResNet18)
+    register("iresnet34", IResNet34)
+    register("iresnet50", IResNet50)
+    register("iresnet100", IResNet100)
+    register("iresnet200", IResNet200)
 
 
 @hookimpl
@@ -53,9 +59,13 @@ def lrfr_register_degradations(register):
 
 @hookimpl
 def lrfr_register_datasets(register):
+    from .datasets.image_folder import ImageFolder
+    from .datasets.insightface_rec import InsightFaceRec
     from .datasets.synthetic import SyntheticDataset
 
     register("synthetic", SyntheticDataset)
+    register("image-folder", ImageFolder)
+    register("insightface-rec", InsightFaceRec)
 
 
 @hookimpl

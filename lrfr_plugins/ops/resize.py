@@ -50,3 +50,14 @@ def resize_down_up(images: torch.Tensor, sizes: int | Sequence[int] | torch.Tens
         big = _resize(small, (height, width), up, False)
         out[idx] = big.round().clamp(0, 255).to(torch.uint8)
     return out
+
+
+def resize_to(images: torch.Tensor, size: tuple[int, int], *, mode: str = "bilinear",
+              antialias: bool = True) -> torch.Tensor:
+    """Resize a uint8 batch (N, C, H, W) to ``size`` (H, W), rounded back to uint8: used where data arrive at
+    another size than the network's (image folders, packing); anti-aliased by default, as an image library does."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError(f"expected a uint8 batch (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return _resize(images.float(), tuple(size), mode, antialias).round().clamp(0, 255).to(torch.uint8)

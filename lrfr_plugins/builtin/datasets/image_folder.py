@@ -1,0 +1,64 @@
+"""Aligned face images in a folder per identity (``root/<identity>/<image>``), or named by a list file.
+
+Faces are expected aligned at 112 x 112 (InsightFace's 5-point template); other sizes are resized, anti-aliased
+bilinear, with one warning per dataset naming the first such file, because a misaligned set trains a worse model
+without any error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+
+from ...api import FaceDataset, param
+from ...errors import DataError
+from ...formats.image_folder import scan_image_folder
+from ...formats.recordio import decode_image
+from ...ops.resize import resize_to
+
+log = logging.getLogger("lrfr")
+SIZE = (112, 112)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolderParams:
+    root: str = param(doc="folder with one sub-folder per identity: root/<identity>/<image>.jpg")
+    list_file: str | None = param(None, "optional list of images, one '<path relative to root> [label]' per line "
+                                        "(the founding study's train.txt); null: every image under root")
+
+
+class ImageFolder(FaceDataset):
+    """Aligned 112x112 faces in root/<identity>/<image> (labels = sorted identity folders) or a list file."""
+
+    Params = ImageFolderParams
+
+    def __init__(self, params: ImageFolderParams):
+        super().__init__(params)
+        self.index = scan_image_folder(params.root, params.list_file)
+        self._warned = False
+
+    @property
+    def num_classes(self) -> int:
+        return self.index.num_classes
+
+    def __len__(self) -> int:
+        return len(self.index.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path = self.index.paths[i]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read the image ({exc.strerror}).") from None
+        pixels = decode_image(data, where=str(path))
+        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        if tuple(image.shape[1:]) != SIZE:
+            if not self._warned:
+                log.warning("%s is %dx%d, not an aligned 112x112 face: resizing it (and any other such image). "
+                            "Align faces to InsightFace's 112x112 template for best accuracy.",
+                            path, image.shape[2], image.shape[1])
+                self._warned = True
+            image = resize_to(image[None], SIZE)[0]
+        return image, self.index.labels[i]

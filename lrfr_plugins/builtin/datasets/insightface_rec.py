@@ -1,0 +1,53 @@
+"""InsightFace training packs (``train.rec`` + ``train.idx`` + ``property``), read without mxnet.
+
+The class count comes from ``property`` (checked against record 0 when that is face2rec2's meta-header), never
+from a constant: the InsightFace CASIA-WebFace pack has 10,572 identities and 490,623 images, not the 10,575 /
+494,414 many configs hard-code. Images decode to RGB, as arcface_torch's ``MXFaceDataset`` gives them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ...api import FaceDataset, param
+from ...errors import DataError
+from ...formats.recordio import TrainingSet
+from ...ops.resize import resize_to
+
+SIZE = (112, 112)
+
+
+@dataclasses.dataclass(frozen=True)
+class InsightFaceRecParams:
+    root: str = param(doc="pack folder holding train.rec, train.idx and property (e.g. faces_webface_112x112)")
+    rec: str = param("train.rec", "RecordIO file name inside root")
+    idx: str = param("train.idx", "index file name inside root")
+
+
+class InsightFaceRec(FaceDataset):
+    """InsightFace .rec/.idx training pack (face2rec2, RecBuilder or im2rec layout); no mxnet needed."""
+
+    Params = InsightFaceRecParams
+
+    def __init__(self, params: InsightFaceRecParams):
+        super().__init__(params)
+        self.pack = TrainingSet(params.root, rec=params.rec, idx=params.idx)
+        if self.pack.num_classes is None:
+            raise DataError(f"{self.pack.root}: no 'property' file and record 0 is not a meta-header, so the number "
+                            "of classes is unknown. Write 'num_classes,112,112' to root/property.")
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.pack.num_classes)
+
+    def __len__(self) -> int:
+        return len(self.pack)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        pixels, label = self.pack[i]
+        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        if tuple(image.shape[1:]) != SIZE:
+            image = resize_to(image[None], SIZE)[0]
+        return image, label
