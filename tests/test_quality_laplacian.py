@@ -133,3 +133,45 @@ def test_low_resolution_images_have_lower_quality():
 def test_bad_input_raises_a_clear_error(bad, message):
     with pytest.raises(ValueError, match=message):
         quality()(bad)
+
+
+def straightforward_quality(images: torch.Tensor, reduce: str) -> torch.Tensor:
+    """The plain float32 reflect pad + shifted slices implementation the fast path must reproduce."""
+    x = images.to(torch.float32) if reduce == "mean_abs" else rgb_to_grey(images)
+    p = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    lap = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4 * p[..., 1:-1, 1:-1]
+    q = lap.abs().mean(dim=(1, 2, 3)) if reduce == "mean_abs" else lap.flatten(1).var(dim=1, correction=0)
+    return q.to(torch.float32)
+
+
+@pytest.mark.parametrize("reduce", ["mean_abs", "var"])
+@pytest.mark.parametrize("hw", [(2, 2), (3, 5), (5, 3), (7, 7), (2, 9), (112, 112)])
+def test_fast_path_equals_straightforward_float_reference(reduce, hw):
+    gen = torch.Generator().manual_seed(hw[0] * 1000 + hw[1])
+    x = torch.randint(0, 256, (6, 3, *hw), dtype=torch.uint8, generator=gen)
+    q = quality(reduce)
+    expected = straightforward_quality(x, reduce)
+    inputs = {"contiguous": x,
+              "channels_last": x.contiguous(memory_format=torch.channels_last),
+              "strided_view": torch.cat([x, x], dim=-1)[..., : hw[1]],
+              "permuted_view": x.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)}
+    for name, images in inputs.items():
+        torch.testing.assert_close(q(images), expected, rtol=RTOL, atol=1e-3, msg=f"{name} {hw}")
+    assert not inputs["strided_view"].is_contiguous() and not inputs["permuted_view"].is_contiguous()
+    # float input takes the float path; with integer values it must agree too (and equal float32 pad + slices exactly)
+    torch.testing.assert_close(q(x.float().permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)), expected,
+                               rtol=RTOL, atol=1e-3)
+    assert torch.equal(laplacian(x, torch.int16).float(), laplacian(x.float()))
+
+
+def test_float_path_equals_straightforward_reference_on_non_integer_pixels():
+    x = torch.rand(3, 3, 7, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 255
+    assert torch.equal(quality()(x), straightforward_quality(x, "mean_abs"))
+    torch.testing.assert_close(quality("var")(x), straightforward_quality(x, "var"), rtol=RTOL, atol=0)
+
+
+def test_exact_sum_overflow_paths():
+    from lrfr_plugins.builtin.quality.laplacian import _exact_sum
+    x = torch.full((2, 3, 40, 50), 1020, dtype=torch.int32)
+    for bound in (1020, 2**25, 2**30):  # whole-sample int32, row int32 + int64, int64 only
+        assert torch.equal(_exact_sum(x, bound).to(torch.int64), torch.full((2,), 1020 * 6000, dtype=torch.int64))
