@@ -96,8 +96,9 @@ def run(recipe: pathlib.Path | None, overrides: tuple[str, ...], out: pathlib.Pa
         click.echo(f"\nInterrupted. Continue from the last finished epoch with: lrfr run --resume {run_dir}", err=True)
         sys.exit(130)
     click.echo(result.results_markdown)
-    click.echo(f"Run directory: {run_dir}  (model.onnx, results.md, accuracy_vs_resolution.png, metrics.json, "
-               "recipe.resolved.yaml)")
+    shown = [name for name in ("model.onnx", "results.md", "accuracy_vs_resolution.png", "metrics.json",
+                               "recipe.resolved.yaml") if (run_dir / name).exists()]
+    click.echo(f"Run directory: {run_dir}  ({', '.join(shown)})")
 
 
 @main.command()

@@ -1,0 +1,36 @@
+"""The founding study's recipes run end to end: InsightFace pack -> iresnet -> quality-aware head -> ONNX."""
+
+import pathlib
+
+import pytest
+import torch
+
+from lrfr_plugins.recipe import load_recipe
+from lrfr_plugins.runner import execute, prepare_run_dir
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACK = ROOT / "tests" / "fixtures" / "mxnet" / "faces_tiny"  # written by mxnet 1.9.1
+
+
+def test_study_recipes_share_the_studys_training_settings(registry):
+    for name in ("arcface", "cosface", "sphereface", "adaface", "magface", "approach1", "approach2"):
+        recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml", registry=registry)
+        assert recipe.data["head"]["name"] == name
+        assert recipe.data["backbone"] == {**recipe.data["backbone"], "name": "iresnet50"}
+        assert recipe.data["backbone"]["params"]["dropout"] == 0.4
+        train = recipe.train
+        assert (train.epochs, train.batch_size, train.milestones, train.hflip) == (18, 64, [5, 10, 15], 0.5)
+        assert (recipe.optimizer.name, recipe.optimizer.lr, recipe.optimizer.weight_decay) == ("sgd", 0.1, 1e-4)
+        assert recipe.data["degradations"][0]["params"]["sizes"] == [16]
+
+
+@pytest.mark.parametrize("name", ["approach2", "adaface"])
+def test_a_study_recipe_trains_on_an_insightface_pack(tmp_path, registry, name):
+    overrides = [f"data.params.root={PACK}", "backbone.name=iresnet18", "train.batch_size=2",
+                 "train.num_workers=0", "train.epochs=1", "export.onnx=false"]
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml", overrides, registry=registry)
+    prepare_run_dir(tmp_path / "run", overwrite=False, resume=False)
+    result = execute(recipe, registry, tmp_path / "run", progress=False)
+    assert result.metrics["train"]["steps"] == 3 and result.metrics["train"]["num_classes"] == 3
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert "layer4.1.conv2.weight" in state["backbone"]  # arcface_torch names, so the weights go both ways
