@@ -166,3 +166,13 @@ def test_every_head_is_finite_at_plus_minus_one_under_autocast(registry, dtype):
             loss = F.cross_entropy(logits, torch.tensor([0, 0, 0]))
         loss.backward()
         assert torch.isfinite(logits).all() and torch.isfinite(cos.grad).all(), name
+
+
+def test_every_head_that_needs_quality_says_so_when_it_is_missing(registry):
+    needing = [name for name in registry.names("head") if registry.create("head", name).needs_quality]
+    assert {"approach1", "approach2", "adaface", "magface"} <= set(needing)
+    for name in needing:
+        head = registry.create("head", name)
+        assert head.default_quality in registry.names("quality"), name
+        with pytest.raises(ValueError, match=rf"head '{name}' needs quality \(N,\)"):
+            head(COS, LABELS)
