@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .data_commands import data
 from .errors import LrfrError
 from .hookspecs import KINDS
 
@@ -164,6 +165,8 @@ def show(kind: str, name: str, as_json: bool) -> None:
         click.echo("(no parameters)")
     click.echo(f"\nIn a recipe: {{name: {name}, params: {{...}}}}")
 
+
+main.add_command(data)  # lrfr data pack / info
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

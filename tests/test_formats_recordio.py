@@ -82,6 +82,13 @@ def test_sibling_idx_is_found_and_rebuild_index_matches_mxnet(tmp_path):
     assert (d / "records.idx").read_bytes() == (FIX / "raw" / "records.idx").read_bytes()
 
 
+def test_rebuild_index_restores_face2rec2_keys_from_the_header_ids(tmp_path):
+    d = copy_fixture(tmp_path, "faces_tiny")  # mxnet wrote record 0 after the images: file order is not key order
+    (d / "train.idx").unlink()
+    assert rebuild_index(d / "train.rec") == 10
+    assert (d / "train.idx").read_bytes() == (FIX / "faces_tiny" / "train.idx").read_bytes()
+
+
 def test_unpack_matches_mxnet_headers():
     for key, ref in EXPECTED["raw"]["headers"].items():
         h, rest = unpack(RAW[int(key)])

@@ -20,10 +20,15 @@ from .recordio import (
     pack_img,
     read_property,
     rebuild_index,
+    scan_index,
     unpack,
     write_property,
 )
-from .verification_bin import VerificationBin, load_verification_bin, write_verification_bin
+from .verification_bin import (
+    VerificationBin,
+    load_verification_bin,
+    write_verification_bin,
+)
 
 __all__ = [
     "IRHeader",
@@ -37,6 +42,7 @@ __all__ = [
     "pack_img",
     "read_property",
     "rebuild_index",
+    "scan_index",
     "unpack",
     "write_property",
     "write_verification_bin",

@@ -177,11 +177,15 @@ def _read_record(f: _File, offset: int, what: str) -> tuple[bytes, int]:
         prev_cflag = cflag
 
 
-def _scan_offsets(f: _File) -> list[int]:
+def _scan_offsets(f: _File, *, progress: bool = False) -> list[int]:
     """Offsets of every record, by a sequential scan of the headers (payloads are skipped, not read)."""
+    from tqdm.auto import tqdm
+
     offsets = []
     pos = 0
+    bar = tqdm(total=f.size, unit="B", unit_scale=True, desc=f"scan {f.path.name}", disable=not progress)
     while pos < f.size:
+        bar.update(pos - bar.n)
         start = pos
         first = True
         while True:
@@ -207,6 +211,8 @@ def _scan_offsets(f: _File) -> list[int]:
             if cflag in (0, 3):
                 break
         offsets.append(start)
+    bar.update(pos - bar.n)
+    bar.close()
     return offsets
 
 
@@ -351,20 +357,36 @@ class RecordReader:
         return f"RecordReader({str(self.rec_path)!r}, {len(self)} records)"
 
 
-def rebuild_index(rec_path: PathLike, idx_path: PathLike | None = None) -> int:
-    """Scan ``rec_path`` and (re)write its ``.idx`` atomically, keying records ``0, 1, ...`` in file order.
+def scan_index(rec_path: PathLike, *, progress: bool = False) -> tuple[list[int], list[int], str]:
+    """Keys and offsets of every record of a ``.rec`` without its ``.idx``, by a sequential scan, and how keys were
+    chosen. InsightFace writers (face2rec2, im2rec, RecBuilder, ``lrfr data pack``) store each record's key as the
+    IRHeader ``id``, but not in file order (face2rec2 writes record 0 after the images), so keys come from those ids
+    when every record has one and they are unique; otherwise records are keyed 0, 1, ... in file order."""
+    f = _File(pathlib.Path(rec_path))
+    try:
+        offsets = _scan_offsets(f, progress=progress)
+        ids = []
+        for pos in offsets:
+            start = f.pread(pos + 8, IR_SIZE)
+            if len(start) < IR_SIZE:
+                break
+            ids.append(struct.unpack(IR_FORMAT, start)[2])
+    finally:
+        f.close()
+    if len(ids) == len(offsets) and len(set(ids)) == len(ids) and all(i < 2 ** 63 for i in ids):
+        return ids, offsets, "IRHeader ids"
+    return list(range(len(offsets))), offsets, "file order"
 
-    Returns the number of records. Keys written by face2rec2 follow file order too; check ``len`` against the
-    ``property`` file afterwards.
+
+def rebuild_index(rec_path: PathLike, idx_path: PathLike | None = None, *, progress: bool = False) -> int:
+    """Scan ``rec_path`` and (re)write its ``.idx`` atomically (keys as :func:`scan_index` chooses them).
+
+    Returns the number of records.
     """
     rec_path = pathlib.Path(rec_path)
     idx_path = pathlib.Path(idx_path) if idx_path is not None else rec_path.with_suffix(".idx")
-    f = _File(rec_path)
-    try:
-        offsets = _scan_offsets(f)
-    finally:
-        f.close()
-    _atomic().atomic_write_text(idx_path, "".join(f"{k}\t{o}\n" for k, o in enumerate(offsets)))
+    keys, offsets, _ = scan_index(rec_path, progress=progress)
+    _atomic().atomic_write_text(idx_path, "".join(f"{k}\t{o}\n" for k, o in zip(keys, offsets)))
     return len(offsets)
 
 
