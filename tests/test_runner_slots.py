@@ -118,5 +118,6 @@ def test_a_head_that_needs_quality_without_a_default_is_a_recipe_error(tmp_path,
     path = tmp_path / "slots.yaml"
     path.write_text(textwrap.dedent(RECIPE))
     with pytest.raises(RecipeError, match=r"slots.yaml: quality: head 'quality-probe' needs a per-sample quality: "
-                                          r"add 'quality: \{name: ...\}'. Installed: flag"):
+                                          r"add 'quality: \{name: ...\}'. Installed: feature-norm, flag, laplacian, "
+                                          r"resolution-flag"):
         load_recipe(path, registry=registry_with_test_plugins)

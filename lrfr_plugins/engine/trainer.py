@@ -96,7 +96,8 @@ class Trainer:
     def _loader(self) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             self.parts.dataset, batch_size=self.config.batch_size, shuffle=True, drop_last=True,
-            num_workers=self.config.num_workers, generator=self.loader_generator)
+            num_workers=self.config.num_workers, generator=self.loader_generator,
+            pin_memory=self.device.type == "cuda")
 
     def total_steps(self) -> int:
         total = self.config.epochs * (len(self.parts.dataset) // self.config.batch_size)
@@ -110,19 +111,21 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
         parts = self.parts
-        lr_mask = torch.zeros(images.shape[0], dtype=torch.bool)
+        # uint8 goes to the device first (4x fewer bytes than float): flip, degradation and quality run there.
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        lr_mask = torch.zeros(images.shape[0], dtype=torch.bool, device=self.device)
         if self.config.hflip > 0:
-            flip = torch.rand(images.shape[0], generator=self.generator) < self.config.hflip
+            flip = (torch.rand(images.shape[0], generator=self.generator) < self.config.hflip).to(self.device)
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         for degradation in parts.degradations:
             out = degradation(images, self.generator)
-            images, lr_mask = out.images, lr_mask | out.lr_mask.cpu()
+            images, lr_mask = out.images, lr_mask | out.lr_mask.to(self.device)
         estimator, quality = parts.quality, None
         from_embeddings = getattr(estimator, "uses_embeddings", False)
         if estimator is not None and not from_embeddings:
-            quality = estimator(images, lr_mask=lr_mask).to(self.device)
-        labels = labels.to(self.device)
-        embeddings = parts.backbone(to_network_input(images).to(self.device))
+            quality = estimator(images, lr_mask=lr_mask)
+        embeddings = parts.backbone(to_network_input(images))
         if estimator is not None and from_embeddings:
             quality = estimator(images, lr_mask=lr_mask, embeddings=embeddings)
         logits = parts.head(self.classifier(embeddings), labels, quality)
