@@ -28,7 +28,9 @@ def results_markdown(run_name: str, evaluations: list[dict[str, Any]], train: di
     parts = [f"# Results: {run_name}", ""]
     if train:
         parts += [f"Trained {train.get('steps')} steps ({train.get('epochs')} epochs) in "
-                  f"{train.get('train_seconds')} s; final loss {_cell(train.get('final_loss'))}.", ""]
+                  f"{train.get('train_seconds')} s; final loss {_cell(train.get('final_loss'))}."
+                  + (f" Skipped {train['skipped_images']} corrupt images (see run.log)." if train.get("skipped_images")
+                     else ""), ""]
     for ev in evaluations:
         parts += [f"## {ev['protocol']}", "", markdown_table(ev["rows"]), ""]
         settings = ev.get("settings") or {}

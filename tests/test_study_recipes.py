@@ -34,3 +34,31 @@ def test_a_study_recipe_trains_on_an_insightface_pack(tmp_path, registry, name):
     assert result.metrics["train"]["steps"] == 3 and result.metrics["train"]["num_classes"] == 3
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert "layer4.1.conv2.weight" in state["backbone"]  # arcface_torch names, so the weights go both ways
+
+
+def test_a_run_can_skip_corrupt_images_and_counts_them(tmp_path, registry):
+    import shutil
+
+    from lrfr_plugins.errors import DataError
+    from lrfr_plugins.formats import RecordReader
+
+    pack = tmp_path / "pack"
+    shutil.copytree(PACK, pack)
+    with RecordReader(pack / "train.rec") as reader:  # corrupt the JPEG of image key 2 in place
+        start = reader.offset(2) + 8 + 24 + 200
+    with open(pack / "train.rec", "r+b") as fh:
+        fh.seek(start)
+        fh.write(b"\x00" * 2000)
+    overrides = [f"data.params.root={pack}", "backbone.name=tiny", "backbone.params.embedding_size=8",
+                 "train.batch_size=3", "train.num_workers=0", "train.epochs=1", "export.onnx=false"]
+    recipe = load_recipe(ROOT / "recipes" / "arcface.yaml", overrides, registry=registry)
+    prepare_run_dir(tmp_path / "stop", overwrite=False, resume=False)
+    with pytest.raises(DataError, match=r"train.rec: record key 2: cannot decode the image .*data.params.skip_corrupt: true"):
+        execute(recipe, registry, tmp_path / "stop", progress=False)
+    recipe = load_recipe(ROOT / "recipes" / "arcface.yaml", [*overrides, "data.params.skip_corrupt=true"],
+                         registry=registry)
+    prepare_run_dir(tmp_path / "skip", overwrite=False, resume=False)
+    result = execute(recipe, registry, tmp_path / "skip", progress=False)
+    assert result.metrics["train"]["skipped_images"] == 1 and result.metrics["train"]["steps"] == 2
+    assert "Skipped 1 corrupt images" in (tmp_path / "skip" / "results.md").read_text()
+    assert "skipping a corrupt image" in (tmp_path / "skip" / "run.log").read_text()

@@ -1,4 +1,8 @@
-"""Datasets: map-style, items ``(image, label)`` with image a uint8 RGB tensor (3, 112, 112) and label an int."""
+"""Datasets: map-style, items ``(image, label)`` with image a uint8 RGB tensor (3, 112, 112) and label an int.
+
+A dataset told to skip corrupt images (a ``skip_corrupt`` parameter) returns ``None`` for one it cannot read, after
+logging which file or record it was; the trainer leaves it out of the batch and counts it.
+"""
 
 from __future__ import annotations
 

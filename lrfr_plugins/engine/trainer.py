@@ -26,6 +26,18 @@ from .classifier import NormalizedClassifier
 log = logging.getLogger("lrfr")
 
 
+def collate_readable(items: list) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    """Stack the items a dataset could read; ``None`` items (corrupt images a dataset was told to skip) are counted.
+
+    Returns (images, labels, skipped); images and labels are None when no item of the batch was readable.
+    """
+    present = [item for item in items if item is not None]
+    if not present:
+        return None, None, len(items)
+    images, labels = torch.utils.data.default_collate(present)
+    return images, labels, len(items) - len(present)
+
+
 @dataclasses.dataclass
 class TrainComponents:
     backbone: torch.nn.Module
@@ -72,10 +84,12 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0
         self.last_loss = float("nan")
+        self.skipped_images = 0
 
     # ----------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "seconds": self.seconds, "last_loss": self.last_loss,
+                "skipped_images": self.skipped_images,
                 "backbone": self.parts.backbone.state_dict(), "head": self.parts.head.state_dict(),
                 "classifier": self.classifier.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "loader_generator": self.loader_generator.get_state(),
@@ -91,12 +105,13 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.seconds, self.last_loss = float(state["seconds"]), float(state["last_loss"])
+        self.skipped_images = int(state.get("skipped_images", 0))
 
     # ------------------------------------------------------------------------------------------ loop
     def _loader(self) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             self.parts.dataset, batch_size=self.config.batch_size, shuffle=True, drop_last=True,
-            num_workers=self.config.num_workers, generator=self.loader_generator,
+            num_workers=self.config.num_workers, generator=self.loader_generator, collate_fn=collate_readable,
             pin_memory=self.device.type == "cuda")
 
     def total_steps(self) -> int:
@@ -161,9 +176,12 @@ class Trainer:
         try:
             while self.epoch < config.epochs and self.step < total:
                 start = time.perf_counter()
-                for images, labels in self._loader():
+                for images, labels, skipped in self._loader():
                     if self.step >= total:
                         break
+                    self.skipped_images += skipped
+                    if images is None or images.shape[0] < 2:
+                        continue
                     lr = self._set_lr()
                     loss, accuracy = self.train_step(images, labels)
                     self.step += 1
@@ -185,4 +203,5 @@ class Trainer:
         return {"epochs": self.epoch, "steps": self.step, "final_loss": self.last_loss,
                 "train_seconds": round(self.seconds, 2),
                 "images_per_second": round(images_seen / self.seconds, 1) if self.seconds > 0 else math.nan,
-                "num_classes": self.parts.dataset.num_classes, "num_images": len(self.parts.dataset)}
+                "num_classes": self.parts.dataset.num_classes, "num_images": len(self.parts.dataset),
+                "skipped_images": self.skipped_images}

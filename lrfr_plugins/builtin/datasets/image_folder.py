@@ -27,6 +27,8 @@ class ImageFolderParams:
     root: str = param(doc="folder with one sub-folder per identity: root/<identity>/<image>.jpg")
     list_file: str | None = param(None, "optional list of images, one '<path relative to root> [label]' per line "
                                         "(the founding study's train.txt); null: every image under root")
+    skip_corrupt: bool = param(False, "skip images that cannot be read or decoded (each is logged, the run counts "
+                                      "them) instead of stopping at the first")
 
 
 class ImageFolder(FaceDataset):
@@ -46,13 +48,19 @@ class ImageFolder(FaceDataset):
     def __len__(self) -> int:
         return len(self.index.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         path = self.index.paths[i]
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read the image ({exc.strerror}).") from None
-        pixels = decode_image(data, where=str(path))
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read the image ({exc.strerror}).") from None
+            pixels = decode_image(data, where=str(path))
+        except DataError as exc:
+            if not self.params.skip_corrupt:
+                raise DataError(f"{exc} To skip such images, set data.params.skip_corrupt: true.") from None
+            log.warning("skipping a corrupt image: %s", exc)
+            return None
         image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
         if tuple(image.shape[1:]) != SIZE:
             if not self._warned:

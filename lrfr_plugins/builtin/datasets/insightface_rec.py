@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import logging
+
 import torch
 
 from ...api import FaceDataset, param
@@ -16,6 +18,7 @@ from ...errors import DataError
 from ...formats.recordio import TrainingSet
 from ...ops.resize import resize_to
 
+log = logging.getLogger("lrfr")
 SIZE = (112, 112)
 
 
@@ -24,6 +27,8 @@ class InsightFaceRecParams:
     root: str = param(doc="pack folder holding train.rec, train.idx and property (e.g. faces_webface_112x112)")
     rec: str = param("train.rec", "RecordIO file name inside root")
     idx: str = param("train.idx", "index file name inside root")
+    skip_corrupt: bool = param(False, "skip images that cannot be decoded (each is logged, the run counts them) "
+                                      "instead of stopping at the first")
 
 
 class InsightFaceRec(FaceDataset):
@@ -45,8 +50,14 @@ class InsightFaceRec(FaceDataset):
     def __len__(self) -> int:
         return len(self.pack)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        pixels, label = self.pack[i]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
+        try:
+            pixels, label = self.pack[i]
+        except DataError as exc:
+            if not self.params.skip_corrupt:
+                raise DataError(f"{exc} To skip such images, set data.params.skip_corrupt: true.") from None
+            log.warning("skipping a corrupt image: %s", exc)
+            return None
         image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
         if tuple(image.shape[1:]) != SIZE:
             image = resize_to(image[None], SIZE)[0]
