@@ -21,10 +21,19 @@ Embedder = Callable[[torch.Tensor], np.ndarray]
 @dataclasses.dataclass
 class ProtocolResult:
     protocol: str
-    #: One row per condition (e.g. per resolution): {"condition": "112px", "accuracy": 0.93, ...}
+    #: One row per condition (e.g. per resolution) for the results table: {"resolution": "112px", "accuracy": ...}
     rows: list[dict[str, Any]]
     #: How the numbers were computed (preset, procedure, std kind), recorded with every result.
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The machine-readable results (``lrfr eval --json``): condition key -> metrics. Keys per protocol:
+    #: lfw/bin/synthetic "112", "56", ... -> {"accuracy", "std", "threshold"}; qmul-survface -> {"accuracy", "std",
+    #: "auc", "tar@far=0.3", ...}; scface "d1", "d2", "d3" (and "d1-night", ...) -> {"rank1", "n_probes"}.
+    results: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: Curves for plots, each a dict of equal-length lists: "roc:<key>" -> {"fpr", "tpr"}, "cmc:<key>" ->
+    #: {"rank", "rate"}. Keep them to a few hundred points (see ``metrics.verification.thin_curve``).
+    curves: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+    #: The preset the protocol ran with (e.g. "lozhkina"), or None.
+    preset: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

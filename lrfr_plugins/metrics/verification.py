@@ -422,3 +422,18 @@ def roc_auc(fpr, tpr) -> float:
     if f.size < 2:
         raise ValueError("need at least two ROC points to compute an area")
     return float(np.sum(np.diff(f) * (t[1:] + t[:-1]) / 2.0))
+
+
+def thin_curve(x, y, max_points: int = 400) -> tuple[list[float], list[float]]:
+    """At most ``max_points`` points of a curve (both ends kept, evenly spaced by index) as plain lists, for
+    storing in metrics.json and plotting; an exact ROC has one point per distinct score."""
+    xa = np.asarray(x, dtype=np.float64)
+    ya = np.asarray(y, dtype=np.float64)
+    if xa.shape != ya.shape or xa.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of equal length, got {xa.shape} and {ya.shape}")
+    if max_points < 2:
+        raise ValueError(f"max_points must be >= 2, got {max_points}")
+    if xa.size > max_points:
+        keep = np.unique(np.round(np.linspace(0, xa.size - 1, max_points)).astype(np.int64))
+        xa, ya = xa[keep], ya[keep]
+    return [round(float(v), 6) for v in xa], [round(float(v), 6) for v in ya]

@@ -8,7 +8,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ...api import Embedder, Protocol, ProtocolResult, param
-from ...metrics.verification import cosine_scores, lozhkina_10fold, roc_auc, roc_curve
+from ...metrics.verification import cosine_scores, lozhkina_10fold, roc_auc, roc_curve, thin_curve
 from ...ops.resize import Mode, resize_down_up
 from ..datasets.synthetic import SyntheticDataset, SyntheticParams
 
@@ -59,7 +59,7 @@ class SyntheticVerification(Protocol):
                                                 cache=False))
         images = data.render(np.arange(len(data)))
         pairs, issame = draw_pairs(p.num_identities, p.images_per_identity, p.num_pairs, p.seed)
-        rows = []
+        rows, results, curves = [], {}, {}
         for size in tqdm(p.sizes, desc="eval synthetic", unit="res", disable=not progress):
             degraded = resize_down_up(images, size, down=p.down, up=p.up, antialias=p.antialias)
             emb = embed(degraded)
@@ -68,7 +68,10 @@ class SyntheticVerification(Protocol):
             fpr, tpr, _ = roc_curve(scores, issame)
             rows.append({"resolution": f"{size}px", "accuracy": folds.accuracy, "sem": folds.std,
                          "auc": roc_auc(fpr, tpr)})
+            results[str(size)] = {"accuracy": folds.accuracy, "std": folds.std,
+                                  "threshold": float(np.mean(folds.thresholds))}
+            curves[f"roc:{size}"] = dict(zip(("fpr", "tpr"), thin_curve(fpr, tpr)))
         settings = {"procedure": "lozhkina 10-fold (cosine, Youden threshold, std = SEM)", "degrade": "both",
                     "down": p.down, "up": p.up, "antialias": p.antialias, "pairs": int(len(issame)),
                     "identities": p.num_identities}
-        return ProtocolResult("synthetic", rows, settings)
+        return ProtocolResult("synthetic", rows, settings, results=results, curves=curves, preset="lozhkina")
