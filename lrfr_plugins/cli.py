@@ -166,6 +166,43 @@ def show(kind: str, name: str, as_json: bool) -> None:
     click.echo(f"\nIn a recipe: {{name: {name}, params: {{...}}}}")
 
 
+@main.command("eval")
+@click.argument("model", type=click.Path(path_type=pathlib.Path))
+@click.option("--protocol", "-p", required=True, help="Protocol to run: lfw, bin, qmul-survface, scface, synthetic "
+                                                        "('lrfr plugins' lists them).")
+@click.option("--set", "assignments", multiple=True, metavar="PARAM=VALUE",
+              help="A protocol parameter, e.g. --set root=/data/lfw_crop --set preset=insightface "
+                   "--set sizes=[112,14,7] (YAML values; 'lrfr show protocol NAME' lists them).")
+@click.option("--backbone", metavar="NAME", help="Architecture of a bare state dict such as arcface_torch's "
+                                                  "backbone.pth, e.g. iresnet50.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {protocol, preset, results, ...}.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path),
+              help="Also write eval.json (with ROC/CMC curves), results.md and plots into this folder.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars (default: on; off with --json).")
+def eval_(model: pathlib.Path, protocol: str, assignments: tuple[str, ...], backbone: str | None, device: str,
+          batch_size: int, as_json: bool, out: pathlib.Path | None, progress: bool) -> None:
+    """Measure MODEL on one protocol at low resolution.
+
+    MODEL is a run directory of 'lrfr run', a checkpoint, a bare state dict (with --backbone), an ONNX
+    recognition model or an InsightFace model-pack folder (e.g. ~/.insightface/models/buffalo_l). ONNX models
+    are fed as InsightFace feeds them (RGB, (x - 127.5) / 127.5).
+
+    \b
+      lrfr eval runs/approach2 -p lfw --set root=/data/lfw_crop --set pairs=/data/pairs.txt
+      lrfr eval w600k_r50.onnx -p bin --set path=/data/faces_webface_112x112/lfw.bin --json
+    """
+    from . import evaluate as ev
+
+    loaded, result = ev.evaluate(model, protocol, assignments, registry=_registry(), backbone=backbone,
+                                 device=device, batch_size=batch_size, progress=progress and not as_json)
+    click.echo(ev.as_json(loaded, result) if as_json else ev.as_text(loaded, result))
+    if out is not None:
+        written = ev.write_outputs(out, loaded, result)
+        click.echo(f"Wrote {', '.join(written)} to {out}", err=as_json)
+
+
 main.add_command(data)  # lrfr data pack / info
 
 if __name__ == "__main__":  # pragma: no cover
