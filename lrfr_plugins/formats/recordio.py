@@ -548,17 +548,22 @@ def _pil():
     return Image
 
 
-def decode_image(data: bytes, where: str = "image") -> np.ndarray:
+def decode_image(data: bytes, where: str = "image", out: np.ndarray | None = None) -> np.ndarray:
     """Decode JPEG/PNG bytes to a uint8 HWC **RGB** array (what ``mx.image.imdecode`` and arcface_torch give).
 
     InsightFace encodes with cv2 from BGR, so the file itself is ordinary RGB JPEG; cv2.imdecode would hand back BGR.
-    Greyscale or RGBA images are converted to RGB.
+    Greyscale or RGBA images are converted to RGB. ``out`` (uint8 HWC, e.g. one slot of a batch): when the image
+    has its shape, the pixels are written there and ``out`` is returned (no extra array); otherwise a new array.
     """
     Image = _pil()
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            arr = np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
+            rgb = im if im.mode == "RGB" else im.convert("RGB")  # convert() to the same mode would only copy
+            if out is not None and out.shape == (rgb.height, rgb.width, 3):
+                out[...] = np.asarray(rgb)
+                return out
+            arr = np.array(rgb, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
     except Exception as exc:
         head = bytes(data[:4]).hex(" ")
         raise DataError(f"{where}: cannot decode the image ({len(data)} bytes starting {head or 'nothing'}): "
@@ -694,10 +699,14 @@ class TrainingSet:
         return int(value)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.get(i)
+
+    def get(self, i: int, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """``ts[i]``, decoding into ``out`` when the image fits it (see :func:`decode_image`)."""
         key = self.image_keys[i]
         header, img = self.reader.read_record(key)
         where = f"{self.reader.rec_path}: record key {key}"
-        return decode_image(img, where=where), self.label_of(header, key)
+        return decode_image(img, where=where, out=out), self.label_of(header, key)
 
     def identity_range(self, k: int) -> tuple[int, int]:
         """Half-open image-key range ``[start, end)`` of identity ``k`` (face2rec2 packs only)."""

@@ -51,13 +51,28 @@ class InsightFaceRec(FaceDataset):
         return len(self.pack)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
+        return self._load(i)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int] | None]:
+        """Batched read (DataLoader workers call this): every image is decoded straight into one preallocated
+        uint8 batch, so an item costs no array or tensor of its own; items are (3, 112, 112) views of that batch,
+        which the collate function stacks in one copy. Same items as ``[self[i] for i in indices]``."""
+        hwc = torch.empty((len(indices), *SIZE, 3), dtype=torch.uint8)
+        chw = hwc.permute(0, 3, 1, 2)
+        slots = hwc.numpy()
+        return [self._load(i, slots[k], chw[k]) for k, i in enumerate(indices)]
+
+    def _load(self, i: int, out=None, view: torch.Tensor | None = None) -> tuple[torch.Tensor, int] | None:
+        """Item ``i``; with ``out`` (HWC slot) and ``view`` (its CHW view), a 112 x 112 image is decoded there."""
         try:
-            pixels, label = self.pack[i]
+            pixels, label = self.pack.get(i, out=out)
         except DataError as exc:
             if not self.params.skip_corrupt:
                 raise DataError(f"{exc} To skip such images, set data.params.skip_corrupt: true.") from None
             log.warning("skipping a corrupt image: %s", exc)
             return None
+        if out is not None and pixels is out:
+            return view, label
         image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
         if tuple(image.shape[1:]) != SIZE:
             image = resize_to(image[None], SIZE)[0]
