@@ -203,6 +203,28 @@ def eval_(model: pathlib.Path, protocol: str, assignments: tuple[str, ...], back
         click.echo(f"Wrote {', '.join(written)} to {out}", err=as_json)
 
 
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=pathlib.Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), default="md", show_default=True,
+              help="Format of the table printed (all three are written with --out).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path), default=pathlib.Path("report"),
+              show_default=True, help="Folder for report.md/.csv/.tex and the PNG plots.")
+def report(runs: tuple[pathlib.Path, ...], fmt: str, out: pathlib.Path) -> None:
+    """The founding study's comparison table for RUNS (one column per run, named after its recipe).
+
+    Rows: LFW 112/56/28/14/7, QMUL-SurvFace, SCface distances 1-3 (or their synthetic stand-ins), then any
+    other protocol. Plots: accuracy against resolution per method, ROC curves, CMC curves.
+
+    \b
+      lrfr report runs/arcface runs/adaface runs/approach2 --out report/
+    """
+    from .report import FORMATS, make_report
+
+    loaded, rows, written = make_report(list(runs), out)
+    click.echo(FORMATS[fmt](loaded, rows))
+    click.echo(f"Wrote {', '.join(written)} to {out}", err=True)
+
+
 main.add_command(data)  # lrfr data pack / info
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,42 +1,65 @@
-"""Plots of protocol results: accuracy against resolution, the picture people look at first in LRFR."""
+"""Plots of protocol results: accuracy against resolution (the picture people look at first in LRFR), ROC and
+CMC curves. Every function writes one PNG atomically and returns False when there is nothing to draw."""
 
 from __future__ import annotations
 
 import io
+import math
 import pathlib
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from .engine.checkpoint import atomic_write_bytes
 
+#: (label, [(size_px, accuracy, spread), ...]) for one line of an accuracy-vs-resolution plot.
+Series = tuple[str, list[tuple[int, float, float]]]
+
 
 def _pixels(label: str) -> int | None:
-    match = re.fullmatch(r"(\d+)px", str(label))
+    match = re.fullmatch(r"(\d+)(px)?", str(label))
     return int(match.group(1)) if match else None
 
 
-def plot_accuracy_vs_resolution(evaluations: list[dict[str, Any]], path: pathlib.Path, title: str) -> bool:
-    """One line per protocol whose rows are resolutions ('112px'...); error bars from its std. False: nothing to plot."""
-    series = []
-    for ev in evaluations:
-        points = [(_pixels(r.get("resolution", "")), r.get("accuracy"), r.get("sem", r.get("std", 0.0)))
-                  for r in ev["rows"]]
-        points = [p for p in points if p[0] is not None and p[1] is not None]
-        if points:
-            series.append((ev["protocol"], sorted(points, reverse=True)))
-    if not series:
-        return False
+def resolution_points(evaluation: dict[str, Any]) -> list[tuple[int, float, float]]:
+    """(size, accuracy, std) of a protocol result whose rows are resolutions ('112px', ...), largest first."""
+    points = [(_pixels(r.get("resolution", "")), r.get("accuracy"), r.get("sem", r.get("std", 0.0)) or 0.0)
+              for r in evaluation.get("rows", [])]
+    return sorted([p for p in points if p[0] is not None and p[1] is not None], reverse=True)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    return plt
+
+
+def _save(fig: Any, path: pathlib.Path) -> None:
+    plt = _pyplot()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_resolution_series(series: Sequence[Series], path: pathlib.Path, title: str,
+                           xlabel: str = "face resolution (px, both images degraded)") -> bool:
+    """One line per series (a protocol, or a method in a report), error bars from its std, values annotated."""
+    series = [(name, points) for name, points in series if points]
+    if not series:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    annotate = len(series) <= 2
     for name, points in series:
         sizes, accuracy, spread = zip(*points)
         ax.errorbar(sizes, accuracy, yerr=spread, marker="o", capsize=3, label=name)
-        for x, y in zip(sizes, accuracy):
-            ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+        if annotate:
+            for x, y in zip(sizes, accuracy):
+                ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
     all_sizes = sorted({x for _, pts in series for x, _, _ in pts})
     ax.set_xscale("log", base=2)
@@ -44,14 +67,53 @@ def plot_accuracy_vs_resolution(evaluations: list[dict[str, Any]], path: pathlib
     ax.minorticks_off()
     ax.invert_xaxis()
     ax.set_ylim(0.45, 1.02)
-    ax.set_xlabel("face resolution (px, both images degraded)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("verification accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    ax.legend(loc="lower left", fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def plot_accuracy_vs_resolution(evaluations: list[dict[str, Any]], path: pathlib.Path, title: str) -> bool:
+    """A run's (or one evaluation's) accuracy against resolution, one line per protocol."""
+    return plot_resolution_series([(ev["protocol"], resolution_points(ev)) for ev in evaluations], path, title)
+
+
+def plot_curve_panels(panels: Sequence[tuple[str, Sequence[tuple[str, dict[str, list[float]]]]]],
+                      path: pathlib.Path, title: str, *, kind: str) -> bool:
+    """A grid of panels (e.g. one per resolution or distance), one curve per method in each.
+
+    ``kind`` "roc": curves {"fpr", "tpr"} on a log-FAR axis; "cmc": curves {"rank", "rate"}.
+    """
+    panels = [(name, curves) for name, curves in panels if curves]
+    if not panels:
+        return False
+    plt = _pyplot()
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), dpi=110, squeeze=False)
+    for ax, (name, curves) in zip(axes.flat, panels):
+        for label, curve in curves:
+            if kind == "roc":
+                ax.plot(curve["fpr"], curve["tpr"], label=label)
+            else:
+                ax.plot(curve["rank"], curve["rate"], marker=".", label=label)
+        if kind == "roc":
+            ax.set_xscale("log")
+            ax.set_xlim(1e-3, 1.0)
+            ax.set_xlabel("false accept rate")
+            ax.set_ylabel("true accept rate")
+        else:
+            ax.set_xlabel("rank")
+            ax.set_ylabel("identification rate")
+        ax.set_ylim(0.0, 1.02)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    _save(fig, path)
     return True

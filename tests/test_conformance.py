@@ -17,11 +17,17 @@ SMALL = {  # keep expensive defaults small so the whole registry is checked in s
 
 def data_roots(tmp_path):
     """Plugins that read files get small real ones: the committed mxnet-written pack and a tiny image folder."""
+    faces = tmp_path / "faces"
     for identity in ("a", "b"):
-        (tmp_path / identity).mkdir()
-        Image.fromarray(np.full((112, 112, 3), 100, np.uint8)).save(tmp_path / identity / "0.png")
+        (faces / identity).mkdir(parents=True)
+        Image.fromarray(np.full((112, 112, 3), 100, np.uint8)).save(faces / identity / "0.png")
+    from test_protocol_qmul_survface import make_fixture
+    from test_protocol_scface import make_scface
+
     return {("dataset", "insightface-rec"): {"root": str(FIXTURES / "mxnet" / "faces_tiny")},
-            ("dataset", "image-folder"): {"root": str(tmp_path)}}
+            ("dataset", "image-folder"): {"root": str(faces)},
+            ("protocol", "qmul-survface"): {"root": str(make_fixture(tmp_path / "qmul")["root"])},
+            ("protocol", "scface"): {"root": str(make_scface(tmp_path / "scface"))}}
 
 
 def test_every_registered_plugin_conforms(registry, tmp_path):

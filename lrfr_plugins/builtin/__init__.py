@@ -70,6 +70,10 @@ def lrfr_register_datasets(register):
 
 @hookimpl
 def lrfr_register_protocols(register):
+    from .protocols.qmul_survface import QMULSurvFace
+    from .protocols.scface import SCface
     from .protocols.synthetic import SyntheticVerification
 
     register("synthetic", SyntheticVerification)
+    register("qmul-survface", QMULSurvFace)
+    register("scface", SCface)

@@ -108,3 +108,18 @@ def resize_to(images: torch.Tensor, size: tuple[int, int], *, mode: str = "bilin
     if tuple(images.shape[-2:]) == tuple(size):
         return images
     return _to_uint8_values(_resize(images.float(), tuple(size), mode, antialias), "round").to(torch.uint8)
+
+
+def pad_to_square(images: torch.Tensor, size: int = 112, *, centre: bool = False, mode: str = "bilinear",
+                  antialias: bool = False) -> torch.Tensor:
+    """The founding study's ``square_crop`` for non-square faces (QMUL-SurvFace, SCface crops): keep the aspect,
+    resize the long side to ``size`` and the short one to ``int(short / long * size)`` (at least 1), and paste the
+    result on a black ``size`` x ``size`` square at the top-left (or centred). uint8 (N, C, H, W) of one size."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError(f"expected a uint8 batch (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    nh, nw = (size, max(1, int(w / h * size))) if h > w else (max(1, int(h / w * size)), size)
+    out = torch.zeros((n, c, size, size), dtype=torch.uint8, device=images.device)
+    top, left = ((size - nh) // 2, (size - nw) // 2) if centre else (0, 0)
+    out[:, :, top:top + nh, left:left + nw] = resize_to(images, (nh, nw), mode=mode, antialias=antialias)
+    return out

@@ -1,0 +1,166 @@
+"""Closed-set identification metrics shared by every identification protocol (SCface, QMUL TPIR, ...).
+
+Plain functions on arrays, numpy only:
+
+* :func:`similarity_matrix` - cosine of L2-normalised probe and gallery embeddings, (P, G).
+* :func:`rank_of_true` - the 1-based rank of each probe's true subject among the gallery subjects.
+* :func:`cmc` - the cumulative match characteristic: the fraction of probes with rank <= k, k = 1..max_rank.
+* :func:`rank_k_accuracy` - one point of the CMC (rank-1 accuracy for k = 1).
+
+Conventions:
+
+* **Subjects, not images, are ranked.** A gallery may hold several images of one subject; a subject's score is the
+  best (largest) similarity of its images, and the rank is taken among the distinct gallery subjects. With one image
+  per subject (SCface's frontal gallery) this is the ordinary rank among gallery images, and the CMC reaches 1.0 at
+  rank = number of gallery subjects.
+* **Ties are pessimistic by default**: an impostor subject with exactly the true subject's score is counted as
+  ranked before it, so ``rank = 1 + #(impostors >= true score)``. ``ties="optimistic"`` counts only the strictly
+  better impostors, ``rank = 1 + #(impostors > true score)``. Neither depends on the gallery order (an ``argmax``,
+  as the founding study and Lai & Lam use, picks the first of the tied subjects, so its result depends on the file
+  order); the two bound it. Ties are compared exactly, on the scores as given.
+* **Every probe's subject must be in the gallery** (closed set); a protocol that wants to drop such probes does so
+  before calling, and says how many it dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["cmc", "rank_k_accuracy", "rank_of_true", "similarity_matrix"]
+
+Ties = Literal["pessimistic", "optimistic"]
+
+
+def _as_embeddings(x, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (images x dim), got shape {arr.shape}")
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty; expected at least one embedding")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr).all(axis=1)))
+        raise ValueError(f"{name} has {bad} row(s) with NaN/inf; expected finite embeddings")
+    norms = np.linalg.norm(arr, axis=1)
+    if np.any(norms == 0):
+        rows = np.flatnonzero(norms == 0)[:5].tolist()
+        raise ValueError(f"{name} has zero-norm row(s) {rows}; a zero embedding has no direction to compare")
+    return arr / norms[:, None]
+
+
+def similarity_matrix(probe_embeddings, gallery_embeddings) -> np.ndarray:
+    """Cosine similarity (P, G) of every probe with every gallery image; both sides are L2-normalised here."""
+    p = _as_embeddings(probe_embeddings, "probe_embeddings")
+    g = _as_embeddings(gallery_embeddings, "gallery_embeddings")
+    if p.shape[1] != g.shape[1]:
+        raise ValueError(f"probe and gallery embeddings differ in dimension: {p.shape[1]} vs {g.shape[1]}")
+    return p @ g.T
+
+
+def _as_labels(labels, name: str) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one label per row/column), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN/inf")
+    if arr.dtype.kind not in "iufUSO":
+        raise ValueError(f"{name} must hold integers or strings, got dtype {arr.dtype}")
+    return arr
+
+
+def rank_of_true(similarity, probe_labels, gallery_labels, *, ties: Ties = "pessimistic") -> np.ndarray:
+    """1-based rank (P,) of each probe's true subject among the gallery subjects (larger similarity = better).
+
+    ``similarity`` is (P, G); ``probe_labels`` (P,) and ``gallery_labels`` (G,) are subject ids (ints or strings).
+    A subject with several gallery images scores its best image. See the module docstring for ``ties``.
+    Raises ValueError for shape mismatches, non-finite scores, or a probe whose subject has no gallery image.
+    """
+    if ties not in ("pessimistic", "optimistic"):
+        raise ValueError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
+    sim = np.asarray(similarity)
+    if sim.ndim != 2:
+        raise ValueError(f"similarity must be 2-D (probes x gallery), got shape {sim.shape}")
+    if sim.dtype.kind not in "iuf":
+        raise ValueError(f"similarity must be numeric, got dtype {sim.dtype}")
+    if not np.all(np.isfinite(sim)):
+        bad = int(np.count_nonzero(~np.isfinite(sim)))
+        raise ValueError(f"similarity contains {bad} NaN/inf value(s); expected finite scores")
+    plab = _as_labels(probe_labels, "probe_labels")
+    glab = _as_labels(gallery_labels, "gallery_labels")
+    if sim.shape != (plab.size, glab.size):
+        raise ValueError(f"similarity has shape {sim.shape} but there are {plab.size} probe labels and "
+                         f"{glab.size} gallery labels; expected ({plab.size}, {glab.size})")
+    if (plab.dtype.kind in "iuf") != (glab.dtype.kind in "iuf") and "O" not in (plab.dtype.kind, glab.dtype.kind):
+        raise ValueError(f"probe_labels ({plab.dtype}) and gallery_labels ({glab.dtype}) are of different kinds; "
+                         "use integers on both sides or strings on both sides")
+    subjects, column_subject = np.unique(glab, return_inverse=True)
+    column_subject = column_subject.reshape(-1)
+    pos = np.searchsorted(subjects, plab)
+    pos_clipped = np.minimum(pos, subjects.size - 1)
+    missing = subjects[pos_clipped] != plab
+    if np.any(missing):
+        absent = np.unique(plab[missing])
+        shown = ", ".join(repr(x.item() if hasattr(x, "item") else x) for x in absent[:5])
+        more = f" and {absent.size - 5} more" if absent.size > 5 else ""
+        raise ValueError(f"{int(missing.sum())} probe(s) belong to {absent.size} subject(s) with no gallery image "
+                         f"({shown}{more}); closed-set identification needs every probe subject in the gallery")
+    sim = sim.astype(np.float64, copy=False)
+    if subjects.size == glab.size:  # one image per subject: reorder the columns into subject order
+        per_subject = np.empty_like(sim)
+        per_subject[:, column_subject] = sim
+    else:  # several images per subject: a subject scores its best image
+        per_subject_t = np.full((subjects.size, sim.shape[0]), -np.inf)
+        np.maximum.at(per_subject_t, column_subject, sim.T)
+        per_subject = per_subject_t.T
+    true_score = per_subject[np.arange(sim.shape[0]), pos_clipped]
+    better = np.count_nonzero(per_subject > true_score[:, None], axis=1)
+    if ties == "optimistic":
+        return (1 + better).astype(np.int64)
+    equal = np.count_nonzero(per_subject == true_score[:, None], axis=1) - 1  # the true subject itself
+    return (1 + better + equal).astype(np.int64)
+
+
+def _as_ranks(ranks) -> np.ndarray:
+    arr = np.asarray(ranks)
+    if arr.ndim != 1:
+        raise ValueError(f"ranks must be 1-D (one rank per probe), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError("ranks is empty; there are no probes to score")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError("ranks must be whole numbers >= 1 (1-based), got non-integer values")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "iu":
+        raise ValueError(f"ranks must be integers, got dtype {arr.dtype}")
+    if np.any(arr < 1):
+        raise ValueError(f"ranks are 1-based and must be >= 1, got minimum {int(arr.min())}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_k(k, name: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {k!r}")
+    return int(k)
+
+
+def cmc(ranks, max_rank: int) -> np.ndarray:
+    """Cumulative match characteristic: ``rates[k-1]`` = fraction of probes with rank <= k, for k = 1..max_rank.
+
+    Non-decreasing; it reaches 1.0 at the largest rank (at the latest at the number of gallery subjects).
+    """
+    r = _as_ranks(ranks)
+    m = _check_k(max_rank, "max_rank")
+    counts = np.bincount(np.minimum(r, m + 1), minlength=m + 2)[1 : m + 1]
+    return np.cumsum(counts) / r.size
+
+
+def rank_k_accuracy(ranks, k: int) -> float:
+    """Fraction of probes whose true subject is among the top ``k`` (k = 1: rank-1 identification accuracy)."""
+    r = _as_ranks(ranks)
+    return float(np.count_nonzero(r <= _check_k(k, "k")) / r.size)

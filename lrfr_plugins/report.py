@@ -1,0 +1,208 @@
+"""``lrfr report``: the founding study's comparison table (one column per run) and its plots, from run folders.
+
+Rows follow the study: LFW at 112/56/28/14/7 px, QMUL-SurvFace, SCface distances 1-3 (1 is the farthest). Each
+row family takes the first protocol a run has among its members, so the synthetic stand-ins fill the same rows
+on built-in data (their row names say so). Other protocols get rows of their own at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import pathlib
+from typing import Any
+
+from .engine.checkpoint import atomic_write_text
+from .errors import RunDirError
+from .plots import plot_curve_panels, plot_resolution_series, resolution_points
+
+#: Row families in the study's order: (protocols in preference order, display name per protocol, metric).
+FAMILIES = (
+    (("lfw", "bin", "synthetic"), {"lfw": "LFW", "bin": "bin", "synthetic": "synthetic pairs"}, "accuracy"),
+    (("qmul-survface", "synthetic-survface"), {"qmul-survface": "QMUL-SurvFace",
+                                               "synthetic-survface": "synthetic surveillance"}, "accuracy"),
+    (("scface", "synthetic-scface"), {"scface": "SCface", "synthetic-scface": "synthetic SCface"}, "rank1"),
+)
+METRICS = ("accuracy", "rank1", "auc")
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    path: pathlib.Path
+    evaluations: dict[str, dict[str, Any]]  # protocol name -> ProtocolResult dict
+
+
+@dataclasses.dataclass
+class Row:
+    label: str
+    protocol: str
+    key: str
+    metric: str
+    cells: dict[str, tuple[float, float | None]]  # run name -> (value, std)
+
+
+def load_runs(paths: list[pathlib.Path]) -> list[Run]:
+    """Runs of ``lrfr run`` (metrics.json) or folders of ``lrfr eval --out`` (eval.json); names made unique."""
+    runs: list[Run] = []
+    for path in paths:
+        path = pathlib.Path(path)
+        metrics, single = path / "metrics.json", path / "eval.json"
+        if metrics.is_file():
+            data = _read_json(metrics)
+            name, evaluations = data.get("run") or path.name, data.get("eval") or []
+        elif single.is_file():
+            data = _read_json(single)
+            name, evaluations = (data.get("model") or {}).get("recipe") or path.name, [data]
+        else:
+            raise RunDirError(f"{path}: no metrics.json (from 'lrfr run') or eval.json (from 'lrfr eval --out'). "
+                              "Give run directories.")
+        if not evaluations:
+            raise RunDirError(f"{path}: the run evaluated no protocol, so it has nothing to report. Add an 'eval' "
+                              "section to its recipe or run 'lrfr eval' on it.")
+        taken = {r.name for r in runs}
+        if name in taken:
+            name = f"{name} ({path.name})" if f"{name} ({path.name})" not in taken else str(path)
+        runs.append(Run(name, path, {ev["protocol"]: ev for ev in evaluations}))
+    return runs
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: cannot read it as JSON ({exc}). The run may be unfinished.") from None
+
+
+def _key_order(key: str) -> tuple:
+    return (0, -int(key)) if key.isdigit() else (1, key)
+
+
+def build_rows(runs: list[Run]) -> list[Row]:
+    rows: list[Row] = []
+    used: set[str] = set()
+    for members, names, metric in FAMILIES:
+        present = [p for p in members if any(p in r.evaluations for r in runs)]
+        for protocol in present[:1]:
+            used.add(protocol)
+            rows += _rows_of(runs, protocol, names[protocol], metric)
+    for protocol in sorted({p for r in runs for p in r.evaluations} - used):
+        metric = next((m for m in METRICS if any(m in v for r in runs for v in
+                                                 r.evaluations.get(protocol, {}).get("results", {}).values())),
+                      "accuracy")
+        rows += _rows_of(runs, protocol, protocol, metric)
+    return rows
+
+
+def _rows_of(runs: list[Run], protocol: str, display: str, metric: str) -> list[Row]:
+    keys = sorted({k for r in runs for k in r.evaluations.get(protocol, {}).get("results", {})}, key=_key_order)
+    out = []
+    for key in keys:
+        label = f"{display} {key}x{key}" if key.isdigit() else display if len(keys) == 1 else f"{display} {key}"
+        cells = {}
+        for run in runs:
+            metrics = run.evaluations.get(protocol, {}).get("results", {}).get(key)
+            if metrics and metric in metrics:
+                cells[run.name] = (float(metrics[metric]), metrics.get("std"))
+        out.append(Row(label, protocol, key, metric, cells))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- formats
+def to_markdown(runs: list[Run], rows: list[Row]) -> str:
+    """Markdown table; the best value of each row in bold."""
+    header = ["", *[r.name for r in runs]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for row in rows:
+        best = max((v for v, _ in row.cells.values()), default=None)
+        cells = []
+        for run in runs:
+            if run.name not in row.cells:
+                cells.append("-")
+                continue
+            value, std = row.cells[run.name]
+            text = f"{value:.4f}" + (f" ± {float(std):.4f}" if std is not None else "")
+            cells.append(f"**{text}**" if len(row.cells) > 1 and value == best else text)
+        lines.append(f"| {row.label} ({row.metric}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def to_csv(runs: list[Run], rows: list[Row]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["row", "protocol", "key", "metric", *[c for r in runs for c in (r.name, f"{r.name} std")]])
+    for row in rows:
+        values = []
+        for run in runs:
+            value, std = row.cells.get(run.name, (None, None))
+            values += ["" if value is None else f"{value:.6f}", "" if std is None else f"{float(std):.6f}"]
+        writer.writerow([row.label, row.protocol, row.key, row.metric, *values])
+    return buffer.getvalue()
+
+
+def to_latex(runs: list[Run], rows: list[Row]) -> str:
+    def esc(text: str) -> str:
+        return text.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%").replace("_", r"\_")
+
+    lines = [r"\begin{tabular}{l" + "c" * len(runs) + "}", r"\toprule",
+             " & ".join(["", *[esc(r.name) for r in runs]]) + r" \\", r"\midrule"]
+    for row in rows:
+        best = max((v for v, _ in row.cells.values()), default=None)
+        cells = []
+        for run in runs:
+            if run.name not in row.cells:
+                cells.append("--")
+                continue
+            value, std = row.cells[run.name]
+            text = f"{value:.4f}" + (rf" $\pm$ {float(std):.4f}" if std is not None else "")
+            cells.append(rf"\textbf{{{text}}}" if len(row.cells) > 1 and value == best else text)
+        lines.append(" & ".join([esc(row.label), *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+FORMATS = {"md": to_markdown, "csv": to_csv, "latex": to_latex}
+SUFFIX = {"md": "md", "csv": "csv", "latex": "tex"}
+
+
+# --------------------------------------------------------------------------------------------------- plots
+def write_plots(runs: list[Run], rows: list[Row], out: pathlib.Path) -> list[str]:
+    written = []
+    resolution_protocol = next((r.protocol for r in rows if r.key.isdigit()), None)
+    if resolution_protocol is not None:
+        series = [(run.name, resolution_points(run.evaluations[resolution_protocol]))
+                  for run in runs if resolution_protocol in run.evaluations]
+        if plot_resolution_series(series, out / "accuracy_vs_resolution.png",
+                                  f"{resolution_protocol}: accuracy against resolution"):
+            written.append("accuracy_vs_resolution.png")
+    for protocol in dict.fromkeys(r.protocol for r in rows):
+        for kind in ("roc", "cmc"):
+            keys = sorted({k.split(":", 1)[1] for run in runs for k in run.evaluations.get(protocol, {})
+                           .get("curves", {}) if k.startswith(kind + ":")}, key=_key_order)
+            panels = [(f"{k} px" if k.isdigit() else k,
+                       [(run.name, run.evaluations[protocol]["curves"][f"{kind}:{k}"]) for run in runs
+                        if f"{kind}:{k}" in run.evaluations.get(protocol, {}).get("curves", {})]) for k in keys]
+            name = f"{kind}_{protocol}.png"
+            title = f"{protocol}: {'ROC' if kind == 'roc' else 'CMC'}"
+            if plot_curve_panels(panels, out / name, title, kind=kind):
+                written.append(name)
+    return written
+
+
+def make_report(paths: list[pathlib.Path], out: pathlib.Path | None) -> tuple[list[Run], list[Row], list[str]]:
+    """Load the runs, build the rows, and (with ``out``) write report.md/.csv/.tex and the plots there."""
+    runs = load_runs(paths)
+    rows = build_rows(runs)
+    if not rows:
+        raise RunDirError("the runs hold no machine-readable results (runs of an older lrfr-plugins). Measure "
+                          "them again with 'lrfr eval RUN -p PROTOCOL --out DIR' and report the DIRs.")
+    written: list[str] = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for fmt, render in FORMATS.items():
+            atomic_write_text(out / f"report.{SUFFIX[fmt]}", render(runs, rows) + "\n")
+            written.append(f"report.{SUFFIX[fmt]}")
+        written += write_plots(runs, rows, out)
+    return runs, rows, written
