@@ -164,3 +164,13 @@ def rank_k_accuracy(ranks, k: int) -> float:
     """Fraction of probes whose true subject is among the top ``k`` (k = 1: rank-1 identification accuracy)."""
     r = _as_ranks(ranks)
     return float(np.count_nonzero(r <= _check_k(k, "k")) / r.size)
+
+
+def closed_set(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, *, max_rank: int = 20,
+               ties: Ties = "pessimistic") -> dict:
+    """Everything an identification protocol reports for one probe set: {"rank1", "rank5", "cmc" (max_rank,),
+    "ranks" (P,)} from embeddings (cosine of L2-normalised vectors)."""
+    similarity = similarity_matrix(probe_embeddings, gallery_embeddings)
+    ranks = rank_of_true(similarity, probe_labels, gallery_labels, ties=ties)
+    rates = cmc(ranks, max_rank)
+    return {"rank1": float(rates[0]), "rank5": rank_k_accuracy(ranks, 5), "cmc": rates, "ranks": ranks}

@@ -281,6 +281,18 @@ FOLDS_TEXT = {
 }
 
 
+def survface_metrics(scores: np.ndarray, issame: np.ndarray, preset: str, tar_rule: str
+                     ) -> tuple[dict[str, float], FoldResult, tuple[np.ndarray, np.ndarray]]:
+    """The official TAR@FAR (0.3/0.1/0.01/0.001) and AUC over all pairs, and the study's fold accuracy +- SEM with
+    ``preset`` folds: the ``results`` entry of QMUL-SurvFace and of its synthetic stand-in, plus folds and ROC."""
+    fpr, tpr, _ = roc_curve(scores, issame)
+    folds = (lozhkina_10fold if preset == "lozhkina" else stratified_10fold)(scores, issame)
+    metrics = {"accuracy": folds.accuracy, "std": folds.std, "auc": roc_auc(fpr, tpr)}
+    for far in FARS:
+        metrics[f"tar@far={far:g}"] = tar_at_far(fpr, tpr, far, rule=tar_rule)
+    return metrics, folds, (fpr, tpr)
+
+
 class QMULSurvFace(Protocol):
     """QMUL-SurvFace verification: official TAR@FAR (0.3/0.1/0.01/0.001) and AUC over all pairs, plus the founding
     study's 10-fold "mean accuracy +- SEM" (class-pure ``lozhkina`` folds or balanced ``stratified`` ones)."""
@@ -305,14 +317,7 @@ class QMULSurvFace(Protocol):
         emb = np.concatenate(chunks)
         scores = cosine_scores(emb[data.pairs[:, 0]], emb[data.pairs[:, 1]])
 
-        fpr, tpr, _ = roc_curve(scores, data.issame)
-        metrics: dict[str, float] = {}
-        folds = (lozhkina_10fold if p.preset == "lozhkina" else stratified_10fold)(scores, data.issame)
-        metrics["accuracy"] = folds.accuracy
-        metrics["std"] = folds.std
-        metrics["auc"] = roc_auc(fpr, tpr)
-        for far in FARS:
-            metrics[f"tar@far={far:g}"] = tar_at_far(fpr, tpr, far, rule=p.tar_rule)
+        metrics, folds, (fpr, tpr) = survface_metrics(scores, data.issame, p.preset, p.tar_rule)
 
         row = {"set": "verification", "folds": p.preset, "accuracy": folds.accuracy, "sem": folds.std,
                "auc": metrics["auc"]}

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from ...api import Embedder, Protocol, ProtocolResult, param
 from ...errors import DataError
 from ...formats.recordio import decode_image
-from ...metrics.identification import cmc, rank_k_accuracy, rank_of_true, similarity_matrix
+from ...metrics.identification import closed_set
 from ...ops.resize import pad_to_square, resize_to
 
 log = logging.getLogger("lrfr")
@@ -367,17 +367,15 @@ class SCface(Protocol):
             night_cam8 = time == "night" and p.night_gallery == "cam8"
             gal, gemb = (ir_gallery, ir_emb) if night_cam8 else (gallery, gallery_emb)
             ims = selected[key]
-            sim = similarity_matrix(emb[[row_of[im.path] for im in ims]], gemb)
-            ranks = rank_of_true(sim, np.array([im.subject for im in ims]), np.array([g.subject for g in gal]),
-                                 ties="pessimistic")
-            rates = cmc(ranks, p.max_rank)
-            rank1 = float(rates[0])
+            found = closed_set(emb[[row_of[im.path] for im in ims]], np.array([im.subject for im in ims]), gemb,
+                               np.array([g.subject for g in gal]), max_rank=p.max_rank)
             rows.append({"key": key, "time": time, "distance_label": d, "distance_m": DISTANCE_M[d],
-                         "cameras": ",".join(str(c) for c in sorted({im.camera for im in ims})), "n_gallery": len(gal), "n_probes": len(ims),
-                         "skipped": skipped[key], "rank1": rank1, "rank5": rank_k_accuracy(ranks, 5)})
-            results[key] = {"rank1": rank1, "n_probes": len(ims)}
+                         "cameras": ",".join(str(c) for c in sorted({im.camera for im in ims})),
+                         "n_gallery": len(gal), "n_probes": len(ims), "skipped": skipped[key],
+                         "rank1": found["rank1"], "rank5": found["rank5"]})
+            results[key] = {"rank1": found["rank1"], "n_probes": len(ims)}
             curves[f"cmc:{key}"] = {"rank": list(range(1, p.max_rank + 1)),
-                                    "rate": [round(float(r), 6) for r in rates]}
+                                    "rate": [round(float(r), 6) for r in found["cmc"]]}
 
         settings = {
             "procedure": "closed-set identification: cosine of L2-normalised embeddings, rank of the true subject "
