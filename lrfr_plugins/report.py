@@ -65,7 +65,13 @@ def load_runs(paths: list[pathlib.Path]) -> list[Run]:
         taken = {r.name for r in runs}
         if name in taken:
             name = f"{name} ({path.name})" if f"{name} ({path.name})" not in taken else str(path)
-        runs.append(Run(name, path, {ev["protocol"]: ev for ev in evaluations}))
+        by_protocol: dict[str, dict[str, Any]] = {}
+        for ev in evaluations:  # several .bin sets in one run: bin, then bin:cfp_fp, ...
+            key = ev["protocol"]
+            if key in by_protocol:
+                key = f"{key}:{(ev.get('settings') or {}).get('set') or len(by_protocol)}"
+            by_protocol[key] = ev
+        runs.append(Run(name, path, by_protocol))
     return runs
 
 

@@ -21,13 +21,17 @@ def data_roots(tmp_path):
     for identity in ("a", "b"):
         (faces / identity).mkdir(parents=True)
         Image.fromarray(np.full((112, 112, 3), 100, np.uint8)).save(faces / identity / "0.png")
+    from test_protocol_lfw import write_lfw
     from test_protocol_qmul_survface import make_fixture
     from test_protocol_scface import make_scface
 
     return {("dataset", "insightface-rec"): {"root": str(FIXTURES / "mxnet" / "faces_tiny")},
             ("dataset", "image-folder"): {"root": str(faces)},
             ("protocol", "qmul-survface"): {"root": str(make_fixture(tmp_path / "qmul")["root"])},
-            ("protocol", "scface"): {"root": str(make_scface(tmp_path / "scface"))}}
+            ("protocol", "scface"): {"root": str(make_scface(tmp_path / "scface"))},
+            ("protocol", "lfw"): {"root": str(write_lfw(tmp_path / "lfw")[0]), "sizes": [112, 7]},
+            ("protocol", "bin"): {"path": str(FIXTURES / "mxnet" / "verification" / "tiny_py3.bin"), "folds": 2,
+                                  "sizes": [112, 7]}}
 
 
 def test_every_registered_plugin_conforms(registry, tmp_path):

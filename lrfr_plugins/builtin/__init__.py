@@ -70,10 +70,14 @@ def lrfr_register_datasets(register):
 
 @hookimpl
 def lrfr_register_protocols(register):
+    from .protocols.lfw import LFW
     from .protocols.qmul_survface import QMULSurvFace
     from .protocols.scface import SCface
     from .protocols.synthetic import SyntheticVerification
+    from .protocols.verification_bin import VerificationBin
 
     register("synthetic", SyntheticVerification)
     register("qmul-survface", QMULSurvFace)
     register("scface", SCface)
+    register("lfw", LFW)
+    register("bin", VerificationBin)
