@@ -12,6 +12,8 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 SMALL = {  # keep expensive defaults small so the whole registry is checked in seconds
     ("dataset", "synthetic"): {"num_identities": 3, "images_per_identity": 2},
     ("protocol", "synthetic"): {"num_identities": 4, "images_per_identity": 2, "num_pairs": 20, "sizes": [112, 7]},
+    ("protocol", "synthetic-survface"): {"num_identities": 6, "images_per_identity": 2, "num_pairs": 20},
+    ("protocol", "synthetic-scface"): {"num_identities": 4, "cameras": 1},
 }
 
 

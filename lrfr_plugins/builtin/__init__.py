@@ -74,6 +74,8 @@ def lrfr_register_protocols(register):
     from .protocols.qmul_survface import QMULSurvFace
     from .protocols.scface import SCface
     from .protocols.synthetic import SyntheticVerification
+    from .protocols.synthetic_scface import SyntheticSCface
+    from .protocols.synthetic_survface import SyntheticSurvFace
     from .protocols.verification_bin import VerificationBin
 
     register("synthetic", SyntheticVerification)
@@ -81,3 +83,5 @@ def lrfr_register_protocols(register):
     register("scface", SCface)
     register("lfw", LFW)
     register("bin", VerificationBin)
+    register("synthetic-survface", SyntheticSurvFace)
+    register("synthetic-scface", SyntheticSCface)
