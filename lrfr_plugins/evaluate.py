@@ -37,6 +37,7 @@ def evaluate(model_path: str | pathlib.Path, protocol: str, assignments: tuple[s
              progress: bool = True) -> tuple[LoadedModel, dict[str, Any]]:
     """Build the protocol first (so a wrong parameter fails before a model loads), then measure the model."""
     plugin = registry.create("protocol", protocol, **protocol_params(assignments))
+    plugin.check()
     model = load_model(model_path, registry=registry, backbone=backbone, device=device, batch_size=batch_size)
     result = plugin.evaluate(model.embed, progress=progress).as_dict()
     return model, result

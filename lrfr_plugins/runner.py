@@ -108,6 +108,10 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     degradations = [_create(registry, "degradation", s) for s in recipe.data["degradations"]]
     log.info("data: %d images of %d identities", len(dataset), dataset.num_classes)
 
+    protocols = [_create(registry, "protocol", slot) for slot in recipe.data["eval"]]
+    for protocol in protocols:  # a wrong data path fails now, not after the last epoch
+        protocol.check()
+
     trainer = Trainer(TrainComponents(backbone, head, dataset, degradations, quality), config, recipe.optimizer,
                       device, recipe.data["seed"])
     if resume and (run_dir / "checkpoint.pt").exists():
@@ -124,8 +128,7 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
 
     embed = make_embedder(backbone, device)
     evaluations = []
-    for slot in recipe.data["eval"]:
-        protocol = _create(registry, "protocol", slot)
+    for protocol in protocols:
         result = protocol.evaluate(embed, progress=progress)
         evaluations.append(result.as_dict())
 

@@ -27,7 +27,7 @@ def test_study_recipes_share_the_studys_training_settings(registry):
 @pytest.mark.parametrize("name", ["approach2", "adaface"])
 def test_a_study_recipe_trains_on_an_insightface_pack(tmp_path, registry, name):
     overrides = [f"data.params.root={PACK}", "backbone.name=iresnet18", "train.batch_size=2",
-                 "train.num_workers=0", "train.epochs=1", "export.onnx=false"]
+                 "train.num_workers=0", "train.epochs=1", "export.onnx=false", "eval=[]"]
     recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml", overrides, registry=registry)
     prepare_run_dir(tmp_path / "run", overwrite=False, resume=False)
     result = execute(recipe, registry, tmp_path / "run", progress=False)
@@ -50,7 +50,7 @@ def test_a_run_can_skip_corrupt_images_and_counts_them(tmp_path, registry):
         fh.seek(start)
         fh.write(b"\x00" * 2000)
     overrides = [f"data.params.root={pack}", "backbone.name=tiny", "backbone.params.embedding_size=8",
-                 "train.batch_size=3", "train.num_workers=0", "train.epochs=1", "export.onnx=false"]
+                 "train.batch_size=3", "train.num_workers=0", "train.epochs=1", "export.onnx=false", "eval=[]"]
     recipe = load_recipe(ROOT / "recipes" / "arcface.yaml", overrides, registry=registry)
     prepare_run_dir(tmp_path / "stop", overwrite=False, resume=False)
     with pytest.raises(DataError, match=r"train.rec: record key 2: cannot decode the image .*data.params.skip_corrupt: true"):
@@ -62,3 +62,16 @@ def test_a_run_can_skip_corrupt_images_and_counts_them(tmp_path, registry):
     assert result.metrics["train"]["skipped_images"] == 1 and result.metrics["train"]["steps"] == 2
     assert "Skipped 1 corrupt images" in (tmp_path / "skip" / "results.md").read_text()
     assert "skipping a corrupt image" in (tmp_path / "skip" / "run.log").read_text()
+
+
+def test_a_missing_benchmark_folder_stops_the_run_before_training(tmp_path, registry):
+    overrides = [f"data.params.root={PACK}", "backbone.name=tiny", "train.num_workers=0",
+                 f"eval.1.params.root={tmp_path / 'no-qmul'}"]
+    recipe = load_recipe(ROOT / "recipes" / "arcface.yaml", overrides, registry=registry)
+    assert [e["name"] for e in recipe.data["eval"]] == ["lfw", "qmul-survface", "scface"]
+    prepare_run_dir(tmp_path / "run", overwrite=False, resume=False)
+    from lrfr_plugins.errors import DataError
+
+    with pytest.raises(DataError, match=r"/data/lfw_crop: the LFW folder does not exist"):
+        execute(recipe, registry, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # nothing trained

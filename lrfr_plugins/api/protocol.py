@@ -45,5 +45,9 @@ class Protocol:
     def __init__(self, params: Any):
         self.params = params
 
+    def check(self) -> None:
+        """A cheap look at the protocol's data (folders and files exist), run before training so that a wrong path
+        stops a run in seconds rather than after its last epoch. Raise DataError naming what is missing."""
+
     def evaluate(self, embed: Embedder, *, progress: bool = True) -> ProtocolResult:  # pragma: no cover
         raise NotImplementedError

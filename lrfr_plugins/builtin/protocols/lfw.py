@@ -118,12 +118,17 @@ class LFW(Protocol):
         p = self.params
         return pathlib.Path(p.pairs) if p.pairs else pathlib.Path(p.root).parent / "pairs.txt"
 
-    def load(self) -> tuple[torch.Tensor, PairList, pathlib.Path]:
-        """The images the pairs use (uint8 (N, 3, 112, 112), in first-use order), the pair list and its path."""
+    def check(self) -> None:
         root = pathlib.Path(self.params.root)
         if not root.is_dir():
             raise DataError(f"{root}: the LFW folder does not exist. Give an aligned 112x112 LFW folder "
                             "root/<Name>/<Name>_0001.jpg (e.g. FaceX-Zoo's lfw_crop) as 'root'.")
+        parse_pairs(self.pairs_path())
+
+    def load(self) -> tuple[torch.Tensor, PairList, pathlib.Path]:
+        """The images the pairs use (uint8 (N, 3, 112, 112), in first-use order), the pair list and its path."""
+        self.check()
+        root = pathlib.Path(self.params.root)
         pairs_path = self.pairs_path()
         plist = parse_pairs(pairs_path)
         paths = []

@@ -299,6 +299,12 @@ class QMULSurvFace(Protocol):
 
     Params = QMULSurvFaceParams
 
+    def check(self) -> None:
+        folder = resolve_test_set(self.params.root)
+        for needed in (f"{POSITIVE}.mat", f"{NEGATIVE}.mat", IMAGES):
+            if not (folder / needed).exists():
+                raise DataError(f"{folder / needed}: missing. Restore it from QMUL-SurvFace-v1.zip.")
+
     def evaluate(self, embed: Embedder, *, progress: bool = True) -> ProtocolResult:
         p = self.params
         data = load_verification_set(p.root)

@@ -290,6 +290,13 @@ class SCface(Protocol):
         return out.astype(np.float64, copy=False)
 
     # -------------------------------------------------------------- evaluate
+    def check(self) -> None:
+        root = pathlib.Path(self.params.root).expanduser()
+        for folder, what in ((root, "SCface root"), (self._resolve(self.params.gallery_dir), "gallery folder")):
+            if not folder.is_dir():
+                raise DataError(f"{folder}: the {what} does not exist. Set root to an aligned 112x112 copy of SCface "
+                                f"in the release's layout ({GALLERY_DIR}/ and the surveillance folders).")
+
     def evaluate(self, embed: Embedder, *, progress: bool = True) -> ProtocolResult:
         p = self.params
         root = pathlib.Path(p.root).expanduser()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ...api import Embedder, Protocol, ProtocolResult, param
+from ...errors import DataError
 from ...formats.verification_bin import load_verification_bin
 from .pairs import PRESET_DOC, PairProtocolParams, Preset, evaluate_pairs, stack_images
 
@@ -32,6 +33,11 @@ class VerificationBin(Protocol):
     """Verification on an InsightFace .bin (lfw, cfp_fp, agedb_30) at 112..7 px (default preset insightface)."""
 
     Params = VerificationBinParams
+
+    def check(self) -> None:
+        if not pathlib.Path(self.params.path).is_file():
+            raise DataError(f"{self.params.path}: the verification .bin does not exist. Give the path of an "
+                            "InsightFace .bin such as faces_webface_112x112/lfw.bin.")
 
     def load(self) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """All images (uint8 (2P, 3, 112, 112)), the pairs (P, 2) and their labels."""
