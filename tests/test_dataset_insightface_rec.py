@@ -36,3 +36,34 @@ def test_class_count_disagreement_and_missing_property_are_clear(tmp_path, regis
         registry.create("dataset", "insightface-rec", root=str(pack))
     with pytest.raises(DataError, match=r"train.rec"):
         registry.create("dataset", "insightface-rec", root=str(tmp_path / "nowhere"))
+
+
+def test_getitems_returns_what_getitem_returns_including_skipped_corrupt_images(tmp_path, registry):
+    from lrfr_plugins.engine.trainer import collate_readable
+    from lrfr_plugins.formats import RecordReader
+
+    pack = tmp_path / "pack"
+    shutil.copytree(FIXTURES / "faces_tiny", pack)
+    with RecordReader(pack / "train.rec") as reader:  # corrupt the JPEG of image key 2 (index 1) in place
+        start = reader.offset(2) + 8 + 24 + 200
+    with open(pack / "train.rec", "r+b") as fh:
+        fh.seek(start)
+        fh.write(b"\x00" * 2000)
+    data = registry.create("dataset", "insightface-rec", root=str(pack), skip_corrupt=True)
+    indices = [5, 1, 0, 3, 1, 2, 4]
+    batch = data.__getitems__(indices)
+    assert len(batch) == len(indices)
+    for i, item in zip(indices, batch):
+        single = data[i]
+        if single is None:
+            assert item is None and i == 1
+            continue
+        assert item[1] == single[1] and item[0].dtype == torch.uint8 and torch.equal(item[0], single[0])
+    images, _, skipped = collate_readable(batch)
+    assert skipped == 2 and images.shape == (5, 3, 112, 112) and images.is_contiguous()
+    assert torch.equal(images, torch.stack([data[i][0] for i in indices if i != 1]))
+    strict = registry.create("dataset", "insightface-rec", root=str(pack))
+    with pytest.raises(DataError, match=r"record key 2: cannot decode the image .*skip_corrupt: true"):
+        strict.__getitems__([0, 1])
+    loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=1, collate_fn=collate_readable)
+    assert sum(s for _, _, s in loader) == 1  # the DataLoader goes through __getitems__ in its workers
