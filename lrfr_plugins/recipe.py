@@ -39,8 +39,9 @@ class TrainConfig:
     epochs: int = param(1, "passes over the training set", ge=0)
     batch_size: int = param(64, "images per step (per process)", ge=2)
     optimizer: dict = param({}, "optimizer: name (sgd | adamw), lr, momentum, weight_decay")
-    schedule: Literal["multistep", "cosine"] = param(
-        "multistep", "learning-rate schedule after warm-up: x gamma at each milestone, or cosine decay to 0")
+    schedule: Literal["multistep", "cosine", "polynomial"] = param(
+        "multistep", "learning-rate schedule after warm-up: x gamma at each milestone, cosine decay to 0, or "
+                     "arcface_torch's polynomial (linear) decay to 0")
     milestones: list[int] = param([], "epochs at which the learning rate is multiplied by gamma (multistep)")
     gamma: float = param(0.1, "learning-rate factor at each milestone", gt=0)
     warmup_steps: int = param(0, "linear learning-rate warm-up, in steps", ge=0)
@@ -52,6 +53,17 @@ class TrainConfig:
     num_workers: int = param(0, "DataLoader worker processes", ge=0)
     threads: int | None = param(None, "torch CPU threads; null: torch's default")
     log_every: int = param(10, "steps between metric log lines", ge=1)
+    checkpoint_every: int | None = param(None, "also checkpoint every N steps, mid-epoch (resumable at that batch); "
+                                               "null: at epoch ends only", ge=1)
+    eval_every: int | None = param(None, "run the recipe's eval protocols every N epochs during training (logged to "
+                                         "metrics.jsonl and TensorBoard); null: only at the end", ge=1)
+    amp: Literal["none", "bf16", "fp16"] = param(
+        "none", "mixed precision: bf16 autocast, or fp16 autocast with a gradient scaler (GPU); heads compute their "
+                "margins in float32 either way")
+    channels_last: bool = param(False, "channels-last memory format for the backbone (faster convolutions on GPU)")
+    compile: bool = param(False, "torch.compile the backbone (needs a working compiler toolchain)")
+    tensorboard: bool = param(True, "write TensorBoard event files to RUN_DIR/tensorboard when the tensorboard "
+                                    "package is installed")
 
 
 @dataclasses.dataclass(frozen=True)

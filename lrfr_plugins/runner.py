@@ -22,7 +22,7 @@ from .api import FinetuneContext
 from .engine.checkpoint import atomic_write_text, load_checkpoint
 from .engine.embed import make_embedder
 from .engine.trainer import TrainComponents, Trainer
-from .errors import LrfrError, RunDirError
+from .errors import DataError, LrfrError, RunDirError
 from .export.onnx import export_onnx
 from .recipe import Recipe, load_recipe_data, validate
 from .plots import plot_accuracy_vs_resolution
@@ -79,6 +79,32 @@ def _create(registry: Registry, kind: str, slot: dict[str, Any]) -> Any:
     return registry.create(kind, slot["name"], **slot["params"])
 
 
+def _preflight(recipe: Recipe, registry: Registry) -> tuple[Any, list[Any]]:
+    """Open the training data and look at every benchmark's folders before anything trains; everything missing is
+    reported at once, each with the --set that points the recipe at it."""
+    problems, dataset, protocols = [], None, []
+    try:
+        dataset = _create(registry, "dataset", recipe.slot("data"))
+    except DataError as exc:
+        keys = [k for k in ("root", "path") if k in recipe.data["data"]["params"]]
+        fix = f"--set data.params.{keys[0]}=/path/to/your/copy" if keys else "fix data.params"
+        problems.append(f"data ({recipe.data['data']['name']}): {exc}\n    Point the recipe at your copy with {fix}")
+    for i, slot in enumerate(recipe.data["eval"]):
+        protocol = _create(registry, "protocol", slot)
+        try:
+            protocol.check()
+        except DataError as exc:
+            keys = [k for k in ("root", "path") if k in slot["params"]]
+            fix = f"--set eval.{i}.params.{keys[0]}=..." if keys else "fix its params"
+            problems.append(f"eval.{i} ({slot['name']}): {exc}\n    Point it at your copy with {fix}, or drop it "
+                            f"(--set eval=[] skips every benchmark).")
+        protocols.append(protocol)
+    if problems:
+        raise DataError(f"{len(problems)} input(s) of recipe '{recipe.name}' are missing; nothing was trained:\n  - "
+                        + "\n  - ".join(problems))
+    return dataset, protocols
+
+
 def execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resume: bool = False,
             progress: bool = True) -> RunResult:
     """Run every stage of ``recipe`` in ``run_dir`` (which :func:`prepare_run_dir` made ready)."""
@@ -97,20 +123,15 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
         torch.set_num_threads(config.threads)
     torch.manual_seed(recipe.data["seed"])
     device = _device(config.device)
-    if not resume:
-        atomic_write_text(run_dir / "recipe.resolved.yaml", recipe.dump())
     log.info("lrfr-plugins %s, torch %s, device %s, run %s", __version__, torch.__version__, device, run_dir)
-
-    dataset = _create(registry, "dataset", recipe.slot("data"))
+    dataset, protocols = _preflight(recipe, registry)
+    if not resume:  # written once the inputs are known to exist, so a failed start leaves no run behind
+        atomic_write_text(run_dir / "recipe.resolved.yaml", recipe.dump())
     backbone = _create(registry, "backbone", recipe.slot("backbone"))
     head = _create(registry, "head", recipe.slot("head"))
     quality = _create(registry, "quality", recipe.slot("quality")) if recipe.slot("quality") else None
     degradations = [_create(registry, "degradation", s) for s in recipe.data["degradations"]]
     log.info("data: %d images of %d identities", len(dataset), dataset.num_classes)
-
-    protocols = [_create(registry, "protocol", slot) for slot in recipe.data["eval"]]
-    for protocol in protocols:  # a wrong data path fails now, not after the last epoch
-        protocol.check()
 
     trainer = Trainer(TrainComponents(backbone, head, dataset, degradations, quality), config, recipe.optimizer,
                       device, recipe.data["seed"])
@@ -118,7 +139,21 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
         trainer.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt"))
         _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
         log.info("resumed after epoch %d (step %d)", trainer.epoch, trainer.step)
-    train_summary = trainer.fit(run_dir, progress=progress)
+    embed_for_eval = make_embedder(backbone, device)
+
+    def evaluate_now(epoch: int) -> dict[str, float]:
+        """Periodic evaluation (train.eval_every): each protocol's headline numbers, logged with the epoch."""
+        scalars = {}
+        for protocol in protocols:
+            result = protocol.evaluate(embed_for_eval, progress=False)
+            for key, metrics in result.results.items():
+                for name in ("accuracy", "rank1"):
+                    if name in metrics:
+                        scalars[f"eval/{result.protocol}/{key}/{name}"] = float(metrics[name])
+        log.info("evaluation after epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
+        return scalars
+
+    train_summary = trainer.fit(run_dir, progress=progress, on_epoch_end=evaluate_now if protocols else None)
 
     finetune_metrics = []
     for slot in recipe.data["finetune"]:

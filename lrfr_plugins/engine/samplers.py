@@ -2,13 +2,9 @@
 
 Which sampler the trainer should use:
 
-* **Uniform shuffling** (classification heads: ArcFace, CosFace, ...): no class here. In one process,
-  ``DataLoader(dataset, batch_size=B, shuffle=True, drop_last=True, generator=g)`` (torch's ``RandomSampler``), as
-  the trainer does now. With DDP, ``torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank,
-  shuffle=True, seed=seed, drop_last=True)`` passed as ``sampler=`` with the per-rank ``batch_size`` and
-  ``drop_last=True``, and ``sampler.set_epoch(epoch)`` before every epoch (otherwise every epoch repeats the first
-  epoch's order). Both are deterministic given the seed and the epoch, so resuming at an epoch boundary reproduces
-  the order.
+* **Uniform shuffling** (classification heads: ArcFace, CosFace, ...): :class:`ShuffledBatchSampler`, what the
+  trainer uses. Its order is a pure function of (seed, epoch), split over DDP ranks like ``DistributedSampler``,
+  and it can start at any batch of the epoch, so a run killed mid-epoch resumes at the exact batch it stopped at.
 * **Identity batches** (losses that need several images of one identity in a batch): :class:`IdentityBatchSampler`,
   passed as ``DataLoader(dataset, batch_sampler=sampler, num_workers=...)`` (no ``batch_size``, ``shuffle``,
   ``sampler`` or ``drop_last``), with ``sampler.set_epoch(epoch)`` before every epoch, the same on every rank.
@@ -109,3 +105,33 @@ class IdentityBatchSampler(torch.utils.data.Sampler[list[int]]):
                                              rng.choice(members, self.k - len(members), replace=True)])
                 batch.extend(int(i) for i in picked)
             yield batch
+
+
+class ShuffledBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Uniformly shuffled batches of ``batch_size`` (per rank), a pure function of ``(seed, epoch)``.
+
+    The epoch's permutation of all ``n`` indices is the same on every rank; it is cut to a multiple of
+    ``world_size * batch_size`` (the last, incomplete global batch is dropped) and rank ``r`` takes every
+    ``world_size``-th index from ``r``, as ``DistributedSampler`` does. ``start_batch`` skips the batches a resumed
+    run has already trained on.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, seed: int, epoch: int = 0, start_batch: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        if batch_size < 1 or n < 0:
+            raise ValueError(f"need batch_size >= 1 and n >= 0, got {batch_size} and {n}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
+        self.start_batch, self.rank, self.world_size = start_batch, rank, world_size
+
+    def __len__(self) -> int:
+        """Batches per epoch per rank (before ``start_batch`` is skipped)."""
+        return self.n // (self.batch_size * self.world_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=generator)
+        mine = order[: len(self) * self.batch_size * self.world_size][self.rank::self.world_size]
+        for b in range(self.start_batch, len(self)):
+            yield mine[b * self.batch_size:(b + 1) * self.batch_size].tolist()

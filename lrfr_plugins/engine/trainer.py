@@ -1,6 +1,9 @@
 """The training loop: cross-resolution batches -> backbone -> classifier -> margin head -> cross-entropy.
 
-It checkpoints at every epoch end (atomically) and can continue from the last finished epoch.
+It checkpoints atomically at every epoch end and, with ``checkpoint_every``, every N steps; a checkpoint holds
+the model, head, classifier, optimizer, gradient scaler, the position in the epoch and every RNG state, and the
+batch order is a pure function of (seed, epoch), so a run killed at any point continues exactly where its last
+checkpoint was written.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import logging
 import math
 import pathlib
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,7 @@ from ..ops.preprocess import to_network_input
 from ..recipe import OptimizerConfig, TrainConfig
 from .checkpoint import save_checkpoint
 from .classifier import NormalizedClassifier
+from .samplers import ShuffledBatchSampler
 
 log = logging.getLogger("lrfr")
 
@@ -48,14 +52,17 @@ class TrainComponents:
 
 
 def lr_factor(step: int, epoch: int, total_steps: int, config: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then x gamma per milestone reached, or a cosine decay to 0.
+    """Linear warm-up over ``warmup_steps``, then x gamma per milestone reached, a cosine decay to 0, or
+    arcface_torch's polynomial (power 1: linear) decay to 0.
 
     A pure function of the position, so a resumed run follows the same schedule without saved scheduler state.
     """
     warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    progress = min(1.0, max(0, step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
     if config.schedule == "cosine":
-        progress = min(1.0, max(0, step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
         return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if config.schedule == "polynomial":
+        return warm * (1.0 - progress)
     return warm * config.gamma ** sum(1 for m in config.milestones if epoch >= m)
 
 
@@ -70,17 +77,22 @@ class Trainer:
 
     def __init__(self, parts: TrainComponents, config: TrainConfig, optimizer: OptimizerConfig,
                  device: torch.device, seed: int):
-        self.parts, self.config, self.opt_config, self.device = parts, config, optimizer, device
+        self.parts, self.config, self.opt_config, self.device, self.seed = parts, config, optimizer, device, seed
         self.classifier = NormalizedClassifier(parts.dataset.num_classes, parts.backbone.embedding_size)
         parts.backbone.to(device)
+        if config.channels_last:
+            parts.backbone.to(memory_format=torch.channels_last)
         parts.head.to(device)
         self.classifier.to(device)
         groups = [{"params": list(parts.backbone.parameters()) + list(parts.head.parameters()), "scale": 1.0},
                   {"params": list(self.classifier.parameters()), "scale": config.embedding_lr_scale}]
         self.optimizer = build_optimizer(groups, optimizer)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+        self.forward_backbone = torch.compile(parts.backbone) if config.compile else parts.backbone
         self.generator = torch.Generator().manual_seed(seed)
-        self.loader_generator = torch.Generator().manual_seed(seed + 1)
         self.epoch = 0  # epochs finished
+        self.batch_in_epoch = 0  # batches of the current epoch already drawn (mid-epoch checkpoints)
         self.step = 0
         self.seconds = 0.0
         self.last_loss = float("nan")
@@ -88,11 +100,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "seconds": self.seconds, "last_loss": self.last_loss,
-                "skipped_images": self.skipped_images,
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+                "seconds": self.seconds, "last_loss": self.last_loss, "skipped_images": self.skipped_images,
                 "backbone": self.parts.backbone.state_dict(), "head": self.parts.head.state_dict(),
                 "classifier": self.classifier.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "loader_generator": self.loader_generator.get_state(),
+                "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -100,22 +112,29 @@ class Trainer:
         self.parts.head.load_state_dict(state["head"])
         self.classifier.load_state_dict(state["classifier"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
-        self.loader_generator.set_state(state["loader_generator"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
         self.seconds, self.last_loss = float(state["seconds"]), float(state["last_loss"])
         self.skipped_images = int(state.get("skipped_images", 0))
 
     # ------------------------------------------------------------------------------------------ loop
     def _loader(self) -> torch.utils.data.DataLoader:
+        """This epoch's batches from where the run stands (a resumed run skips the batches it trained on)."""
+        sampler = ShuffledBatchSampler(len(self.parts.dataset), self.config.batch_size, seed=self.seed,
+                                       epoch=self.epoch, start_batch=self.batch_in_epoch)
         return torch.utils.data.DataLoader(
-            self.parts.dataset, batch_size=self.config.batch_size, shuffle=True, drop_last=True,
-            num_workers=self.config.num_workers, generator=self.loader_generator, collate_fn=collate_readable,
-            pin_memory=self.device.type == "cuda")
+            self.parts.dataset, batch_sampler=sampler, num_workers=self.config.num_workers,
+            collate_fn=collate_readable, pin_memory=self.device.type == "cuda")
+
+    def steps_per_epoch(self) -> int:
+        return len(self.parts.dataset) // self.config.batch_size
 
     def total_steps(self) -> int:
-        total = self.config.epochs * (len(self.parts.dataset) // self.config.batch_size)
+        total = self.config.epochs * self.steps_per_epoch()
         return min(total, self.config.max_steps) if self.config.max_steps is not None else total
 
     def _set_lr(self) -> float:
@@ -124,9 +143,9 @@ class Trainer:
             group["lr"] = self.opt_config.lr * factor * group["scale"]
         return self.opt_config.lr * factor
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    def _prepare(self, images: torch.Tensor, labels: torch.Tensor):
+        """uint8 batch to the device first (4x fewer bytes than float), then flip, degradations, image quality."""
         parts = self.parts
-        # uint8 goes to the device first (4x fewer bytes than float): flip, degradation and quality run there.
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         lr_mask = torch.zeros(images.shape[0], dtype=torch.bool, device=self.device)
@@ -136,39 +155,53 @@ class Trainer:
         for degradation in parts.degradations:
             out = degradation(images, self.generator)
             images, lr_mask = out.images, lr_mask | out.lr_mask.to(self.device)
-        estimator, quality = parts.quality, None
-        from_embeddings = getattr(estimator, "uses_embeddings", False)
-        if estimator is not None and not from_embeddings:
-            quality = estimator(images, lr_mask=lr_mask)
-        embeddings = parts.backbone(to_network_input(images))
-        if estimator is not None and from_embeddings:
-            quality = estimator(images, lr_mask=lr_mask, embeddings=embeddings)
+        quality = None
+        if parts.quality is not None and not getattr(parts.quality, "uses_embeddings", False):
+            quality = parts.quality(images, lr_mask=lr_mask)
+        return images, labels, lr_mask, quality
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        parts = self.parts
+        images, labels, lr_mask, quality = self._prepare(images, labels)
+        inputs = to_network_input(images)
+        if self.config.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            embeddings = self.forward_backbone(inputs)
+        embeddings = embeddings.float()
+        if parts.quality is not None and quality is None:
+            quality = parts.quality(images, lr_mask=lr_mask, embeddings=embeddings)
         logits = parts.head(self.classifier(embeddings), labels, quality)
         loss = F.cross_entropy(logits, labels)
         extra = parts.head.extra_loss() if hasattr(parts.head, "extra_loss") else None
         if extra is not None:
             loss = loss + extra
         if not torch.isfinite(loss):
-            raise LrfrError(f"training stopped at step {self.step} (epoch {self.epoch + 1}): the loss is {loss.item()}. "
-                            "Lower train.optimizer.lr or add warm-up (train.warmup_steps); the last good checkpoint "
-                            "is kept in the run directory.")
+            raise LrfrError(f"training stopped at step {self.step + 1} (epoch {self.epoch + 1}): the loss is "
+                            f"{loss.item()}. Lower train.optimizer.lr or add warm-up (train.warmup_steps); the last "
+                            "good checkpoint is kept in the run directory (lrfr run --resume continues from it).")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(parts.backbone.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         accuracy = (logits.argmax(1) == labels).float().mean().item()
         return loss.item(), accuracy
 
-    def fit(self, run_dir: pathlib.Path, *, progress: bool = True) -> dict[str, Any]:
-        """Train the remaining epochs; checkpoint after each; return the training summary."""
+    def fit(self, run_dir: pathlib.Path, *, progress: bool = True,
+            on_epoch_end: Callable[[int], dict[str, Any] | None] | None = None) -> dict[str, Any]:
+        """Train the remaining steps; checkpoint every ``checkpoint_every`` steps and after each epoch.
+
+        ``on_epoch_end(epoch)`` (e.g. periodic evaluation) may return scalars to log with that epoch.
+        """
         config = self.config
-        steps_per_epoch = len(self.parts.dataset) // config.batch_size
-        if steps_per_epoch == 0:
+        if self.steps_per_epoch() == 0:
             raise LrfrError(f"the training set has {len(self.parts.dataset)} images, fewer than one batch "
                             f"(train.batch_size = {config.batch_size}). Lower train.batch_size or use more data.")
         total = self.total_steps()
-        metrics_path = run_dir / "metrics.jsonl"
+        log_file = MetricsLog(run_dir, tensorboard=config.tensorboard)
         self.parts.backbone.train()
         self.parts.head.train()
         bar = tqdm(total=total, initial=min(self.step, total), desc="train", unit="step", disable=not progress,
@@ -179,6 +212,7 @@ class Trainer:
                 for images, labels, skipped in self._loader():
                     if self.step >= total:
                         break
+                    self.batch_in_epoch += 1
                     self.skipped_images += skipped
                     if images is None or images.shape[0] < 2:
                         continue
@@ -189,19 +223,57 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.3f}", acc=f"{accuracy:.2f}", lr=f"{lr:.3g}")
                     if self.step % config.log_every == 0 or self.step == total:
-                        record = {"step": self.step, "epoch": self.epoch + 1, "loss": loss, "train_accuracy": accuracy,
-                                  "lr": lr}
-                        with metrics_path.open("a", encoding="utf-8") as fh:
-                            fh.write(json.dumps(record) + "\n")
+                        log_file.write({"step": self.step, "epoch": self.epoch + 1, "loss": loss,
+                                        "train_accuracy": accuracy, "lr": lr})
+                    if config.checkpoint_every and self.step % config.checkpoint_every == 0 \
+                            and self.batch_in_epoch < self.steps_per_epoch():
+                        self.seconds += time.perf_counter() - start
+                        start = time.perf_counter()
+                        save_checkpoint(run_dir / "checkpoint.pt", self.state_dict())
                 self.seconds += time.perf_counter() - start
-                self.epoch += 1
+                if self.batch_in_epoch >= self.steps_per_epoch():
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    if on_epoch_end is not None and config.eval_every and self.epoch % config.eval_every == 0:
+                        scalars = on_epoch_end(self.epoch)
+                        if scalars:
+                            log_file.write({"step": self.step, "epoch": self.epoch, **scalars})
+                        self.parts.backbone.train()
                 save_checkpoint(run_dir / "checkpoint.pt", self.state_dict())
-                log.info("epoch %d/%d done: step %d, loss %.4f", self.epoch, config.epochs, self.step, self.last_loss)
+                log.info("epoch %d/%d: step %d, loss %.4f", self.epoch, config.epochs, self.step, self.last_loss)
         finally:
             bar.close()
+            log_file.close()
         images_seen = self.step * config.batch_size
         return {"epochs": self.epoch, "steps": self.step, "final_loss": self.last_loss,
                 "train_seconds": round(self.seconds, 2),
                 "images_per_second": round(images_seen / self.seconds, 1) if self.seconds > 0 else math.nan,
                 "num_classes": self.parts.dataset.num_classes, "num_images": len(self.parts.dataset),
-                "skipped_images": self.skipped_images}
+                "skipped_images": self.skipped_images, "amp": config.amp}
+
+
+class MetricsLog:
+    """metrics.jsonl (always) and TensorBoard scalars (when the package is installed and not switched off)."""
+
+    def __init__(self, run_dir: pathlib.Path, *, tensorboard: bool):
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
