@@ -126,11 +126,23 @@ def test_create_returns_ready_instances(registry):
 
 
 def test_every_builtin_plugin_is_documented_and_constructible_with_defaults(registry):
+    """Every parameter has a doc; a plugin builds from its defaults, or says which required data path is missing."""
+    import dataclasses
+
+    from lrfr_plugins.errors import ParamsError
+
     for info in registry:
         assert info.doc, f"{info.kind} '{info.name}' has no docstring"
         for row in __import__("lrfr_plugins.params", fromlist=["describe"]).describe(info.params_cls):
             assert row["doc"], f"{info.kind} '{info.name}' parameter {row['name']} has no doc"
-        registry.create(info.kind, info.name)
+        required = [f.name for f in dataclasses.fields(info.params_cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if not required:
+            registry.create(info.kind, info.name)
+            continue
+        assert set(required) <= {"root", "path"}, f"{info.kind} '{info.name}' requires {required}"
+        with pytest.raises(ParamsError, match=rf"{required[0]}: required parameter is missing"):
+            registry.create(info.kind, info.name)
 
 
 def test_lrfr_plugins_warns_about_a_broken_plugin_and_still_lists_the_rest(tmp_path):
