@@ -47,6 +47,8 @@ class TrainConfig:
     warmup_steps: int = param(0, "linear learning-rate warm-up, in steps", ge=0)
     max_steps: int | None = param(None, "stop after this many steps (for quick checks); null: all epochs")
     embedding_lr_scale: float = param(1.0, "learning-rate factor for the classifier (class centres)", gt=0)
+    sample_rate: float = param(1.0, "Partial FC: fraction of each rank's class centres scored per step (every class "
+                                    "of the batch always is; arcface_torch's sample_rate)", gt=0, le=1)
     hflip: float = param(0.5, "probability of a horizontal flip per training image", ge=0, le=1)
     grad_clip: float | None = param(5.0, "clip the backbone's gradient norm (arcface_torch: 5); null: off")
     device: Literal["auto", "cpu", "cuda"] = param("auto", "where to train: auto picks CUDA when available")

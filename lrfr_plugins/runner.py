@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import shutil
 import time
@@ -21,7 +22,8 @@ from . import __version__
 from .api import FinetuneContext
 from .engine.checkpoint import atomic_write_text, load_checkpoint
 from .engine.embed import make_embedder
-from .engine.trainer import TrainComponents, Trainer
+from .engine import distributed as D
+from .engine.trainer import TrainComponents, Trainer, checkpoint_name
 from .errors import DataError, LrfrError, RunDirError
 from .export.onnx import export_onnx
 from .recipe import Recipe, load_recipe_data, validate
@@ -45,6 +47,11 @@ def holds_run(path: pathlib.Path) -> bool:
 
 
 def prepare_run_dir(out: pathlib.Path, *, overwrite: bool, resume: bool) -> None:
+    """Check (and with ``overwrite`` empty) the run directory. Under torchrun only rank 0 judges it; the other ranks
+    only make sure it exists, so they never race rank 0's checks."""
+    if _launch_rank() > 0:
+        out.mkdir(parents=True, exist_ok=True)
+        return
     if resume:
         if not holds_run(out):
             raise RunDirError(f"{out}: nothing to resume: no run found there (no recipe.resolved.yaml). "
@@ -67,8 +74,14 @@ def _device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+def _launch_rank() -> int:
+    """This process's rank as torchrun announced it (0 for a plain process), known before the group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _attach_log(run_dir: pathlib.Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    name = "run.log" if _launch_rank() == 0 else f"run-rank{_launch_rank()}.log"
+    handler = logging.FileHandler(run_dir / name, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -121,11 +134,15 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     config = recipe.train
     if config.threads:
         torch.set_num_threads(config.threads)
-    torch.manual_seed(recipe.data["seed"])
-    device = _device(config.device)
-    log.info("lrfr-plugins %s, torch %s, device %s, run %s", __version__, torch.__version__, device, run_dir)
+    torch.manual_seed(recipe.data["seed"])  # the same on every rank: identical backbones before DDP syncs them
+    distributed = D.init_distributed()  # under torchrun: one process per GPU (NCCL) or CPU process (gloo)
+    main = D.is_main_process()
+    device = D.device_for_rank() if distributed and config.device != "cpu" else _device(config.device)
+    progress = progress and main
+    log.info("lrfr-plugins %s, torch %s, device %s, rank %d/%d, run %s", __version__, torch.__version__, device,
+             D.rank(), D.world_size(), run_dir)
     dataset, protocols = _preflight(recipe, registry)
-    if not resume:  # written once the inputs are known to exist, so a failed start leaves no run behind
+    if not resume and main:  # written once the inputs are known to exist, so a failed start leaves no run behind
         atomic_write_text(run_dir / "recipe.resolved.yaml", recipe.dump())
     backbone = _create(registry, "backbone", recipe.slot("backbone"))
     head = _create(registry, "head", recipe.slot("head"))
@@ -135,9 +152,11 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
 
     trainer = Trainer(TrainComponents(backbone, head, dataset, degradations, quality), config, recipe.optimizer,
                       device, recipe.data["seed"])
-    if resume and (run_dir / "checkpoint.pt").exists():
-        trainer.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt"))
-        _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+    own_checkpoint = run_dir / checkpoint_name(D.rank())
+    if resume and own_checkpoint.exists():
+        trainer.load_state_dict(load_checkpoint(own_checkpoint))
+        if main:
+            _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
         log.info("resumed after epoch %d (step %d)", trainer.epoch, trainer.step)
     embed_for_eval = make_embedder(backbone, device)
 
@@ -154,6 +173,11 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
         return scalars
 
     train_summary = trainer.fit(run_dir, progress=progress, on_epoch_end=evaluate_now if protocols else None)
+    if distributed:  # the other ranks' work ends with training: evaluation and export happen once, on rank 0
+        D.barrier()
+        if not main:
+            D.cleanup()
+            return RunResult(run_dir, {"run": recipe.name, "train": train_summary, "rank": D.rank()}, "")
 
     finetune_metrics = []
     for slot in recipe.data["finetune"]:
@@ -181,6 +205,8 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     title = f"{recipe.name}: {recipe.slot('head')['name']} head"
     if plot_accuracy_vs_resolution(evaluations, run_dir / "accuracy_vs_resolution.png", title):
         log.info("plotted %s", run_dir / "accuracy_vs_resolution.png")
+    if distributed:
+        D.cleanup()
     return RunResult(run_dir, metrics, table)
 
 

@@ -1,4 +1,8 @@
-"""Class centres live here, not in the head: cosine = normalised embeddings x normalised centres (Partial FC)."""
+"""The plain single-process classifier: cosine = normalised embeddings x normalised centres.
+
+The trainer uses :class:`~.partial_fc.PartialFC`, which shards the centres over ranks; this is the reference it is
+tested against (with one process the two are bit-identical) and a minimal example of the head contract's input.
+"""
 
 from __future__ import annotations
 

@@ -17,14 +17,14 @@ import time
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import LrfrError
 from ..ops.preprocess import to_network_input
 from ..recipe import OptimizerConfig, TrainConfig
 from .checkpoint import save_checkpoint
-from .classifier import NormalizedClassifier
+from . import distributed as D
+from .partial_fc import PartialFC
 from .samplers import ShuffledBatchSampler
 
 log = logging.getLogger("lrfr")
@@ -78,19 +78,27 @@ class Trainer:
     def __init__(self, parts: TrainComponents, config: TrainConfig, optimizer: OptimizerConfig,
                  device: torch.device, seed: int):
         self.parts, self.config, self.opt_config, self.device, self.seed = parts, config, optimizer, device, seed
-        self.classifier = NormalizedClassifier(parts.dataset.num_classes, parts.backbone.embedding_size)
+        self.rank, self.world_size = D.rank(), D.world_size()
+        # class centres sharded over ranks (the whole matrix in one process), the head and the cross-entropy
+        self.classifier = PartialFC(parts.dataset.num_classes, parts.backbone.embedding_size,
+                                    sample_rate=config.sample_rate)
         parts.backbone.to(device)
         if config.channels_last:
             parts.backbone.to(memory_format=torch.channels_last)
         parts.head.to(device)
         self.classifier.to(device)
+        backbone = parts.backbone
+        if D.is_distributed():  # DDP averages the backbone's gradients; the centre shards need no sync
+            backbone = torch.nn.parallel.DistributedDataParallel(
+                backbone, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         groups = [{"params": list(parts.backbone.parameters()) + list(parts.head.parameters()), "scale": 1.0},
                   {"params": list(self.classifier.parameters()), "scale": config.embedding_lr_scale}]
         self.optimizer = build_optimizer(groups, optimizer)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-        self.forward_backbone = torch.compile(parts.backbone) if config.compile else parts.backbone
-        self.generator = torch.Generator().manual_seed(seed)
+        self.forward_backbone = torch.compile(backbone) if config.compile else backbone
+        self.generator = torch.Generator().manual_seed(seed + self.rank)  # each rank flips and degrades its own
+        self.sample_generator = torch.Generator().manual_seed(seed + 7919 * (self.rank + 1))  # Partial FC negatives
         self.epoch = 0  # epochs finished
         self.batch_in_epoch = 0  # batches of the current epoch already drawn (mid-epoch checkpoints)
         self.step = 0
@@ -105,9 +113,14 @@ class Trainer:
                 "backbone": self.parts.backbone.state_dict(), "head": self.parts.head.state_dict(),
                 "classifier": self.classifier.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state()}
+                "sample_generator": self.sample_generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "rank": self.rank, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state.get("world_size", 1)) != self.world_size:
+            raise LrfrError(f"the checkpoint was written by {state.get('world_size', 1)} processes and this run has "
+                            f"{self.world_size}: resume with the same number of processes (each holds its own class "
+                            "centres and optimizer state).")
         self.parts.backbone.load_state_dict(state["backbone"])
         self.parts.head.load_state_dict(state["head"])
         self.classifier.load_state_dict(state["classifier"])
@@ -115,6 +128,8 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
+        if "sample_generator" in state:
+            self.sample_generator.set_state(state["sample_generator"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
@@ -125,13 +140,14 @@ class Trainer:
     def _loader(self) -> torch.utils.data.DataLoader:
         """This epoch's batches from where the run stands (a resumed run skips the batches it trained on)."""
         sampler = ShuffledBatchSampler(len(self.parts.dataset), self.config.batch_size, seed=self.seed,
-                                       epoch=self.epoch, start_batch=self.batch_in_epoch)
+                                       epoch=self.epoch, start_batch=self.batch_in_epoch, rank=self.rank,
+                                       world_size=self.world_size)
         return torch.utils.data.DataLoader(
             self.parts.dataset, batch_sampler=sampler, num_workers=self.config.num_workers,
             collate_fn=collate_readable, pin_memory=self.device.type == "cuda")
 
     def steps_per_epoch(self) -> int:
-        return len(self.parts.dataset) // self.config.batch_size
+        return len(self.parts.dataset) // (self.config.batch_size * self.world_size)
 
     def total_steps(self) -> int:
         total = self.config.epochs * self.steps_per_epoch()
@@ -171,24 +187,24 @@ class Trainer:
         embeddings = embeddings.float()
         if parts.quality is not None and quality is None:
             quality = parts.quality(images, lr_mask=lr_mask, embeddings=embeddings)
-        logits = parts.head(self.classifier(embeddings), labels, quality)
-        loss = F.cross_entropy(logits, labels)
-        extra = parts.head.extra_loss() if hasattr(parts.head, "extra_loss") else None
-        if extra is not None:
-            loss = loss + extra
+        # cosine to the (sampled) centres, margin head, cross-entropy over all ranks' classes, head.extra_loss()
+        loss = self.classifier(embeddings, labels, parts.head, quality, generator=self.sample_generator)
         if not torch.isfinite(loss):
             raise LrfrError(f"training stopped at step {self.step + 1} (epoch {self.epoch + 1}): the loss is "
                             f"{loss.item()}. Lower train.optimizer.lr or add warm-up (train.warmup_steps); the last "
                             "good checkpoint is kept in the run directory (lrfr run --resume continues from it).")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.world_size > 1:  # a head's own parameters see every rank's shard: sum their gradients
+            for p in parts.head.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
         if self.config.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(parts.backbone.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        accuracy = (logits.argmax(1) == labels).float().mean().item()
-        return loss.item(), accuracy
+        return loss.item(), self.classifier.last_accuracy
 
     def fit(self, run_dir: pathlib.Path, *, progress: bool = True,
             on_epoch_end: Callable[[int], dict[str, Any] | None] | None = None) -> dict[str, Any]:
@@ -201,7 +217,10 @@ class Trainer:
             raise LrfrError(f"the training set has {len(self.parts.dataset)} images, fewer than one batch "
                             f"(train.batch_size = {config.batch_size}). Lower train.batch_size or use more data.")
         total = self.total_steps()
-        log_file = MetricsLog(run_dir, tensorboard=config.tensorboard)
+        main = self.rank == 0
+        progress = progress and main
+        log_file = MetricsLog(run_dir, tensorboard=config.tensorboard, enabled=main)
+        checkpoint = run_dir / checkpoint_name(self.rank)
         self.parts.backbone.train()
         self.parts.head.train()
         bar = tqdm(total=total, initial=min(self.step, total), desc="train", unit="step", disable=not progress,
@@ -229,17 +248,17 @@ class Trainer:
                             and self.batch_in_epoch < self.steps_per_epoch():
                         self.seconds += time.perf_counter() - start
                         start = time.perf_counter()
-                        save_checkpoint(run_dir / "checkpoint.pt", self.state_dict())
+                        save_checkpoint(checkpoint, self.state_dict())
                 self.seconds += time.perf_counter() - start
                 if self.batch_in_epoch >= self.steps_per_epoch():
                     self.epoch += 1
                     self.batch_in_epoch = 0
-                    if on_epoch_end is not None and config.eval_every and self.epoch % config.eval_every == 0:
+                    if on_epoch_end is not None and main and config.eval_every and self.epoch % config.eval_every == 0:
                         scalars = on_epoch_end(self.epoch)
                         if scalars:
                             log_file.write({"step": self.step, "epoch": self.epoch, **scalars})
                         self.parts.backbone.train()
-                save_checkpoint(run_dir / "checkpoint.pt", self.state_dict())
+                save_checkpoint(checkpoint, self.state_dict())
                 log.info("epoch %d/%d: step %d, loss %.4f", self.epoch, config.epochs, self.step, self.last_loss)
         finally:
             bar.close()
@@ -252,13 +271,18 @@ class Trainer:
                 "skipped_images": self.skipped_images, "amp": config.amp}
 
 
+def checkpoint_name(rank: int) -> str:
+    """checkpoint.pt (rank 0: what eval and export read); checkpoint-rank{r}.pt holds rank r's centres and state."""
+    return "checkpoint.pt" if rank == 0 else f"checkpoint-rank{rank}.pt"
+
+
 class MetricsLog:
     """metrics.jsonl (always) and TensorBoard scalars (when the package is installed and not switched off)."""
 
-    def __init__(self, run_dir: pathlib.Path, *, tensorboard: bool):
-        self.path = run_dir / "metrics.jsonl"
+    def __init__(self, run_dir: pathlib.Path, *, tensorboard: bool, enabled: bool = True):
+        self.path = run_dir / "metrics.jsonl" if enabled else None
         self.writer = None
-        if tensorboard:
+        if tensorboard and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional
@@ -267,6 +291,8 @@ class MetricsLog:
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:  # ranks other than 0 do not log
+            return
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.writer is not None:
