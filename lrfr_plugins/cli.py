@@ -225,6 +225,45 @@ def report(runs: tuple[pathlib.Path, ...], fmt: str, out: pathlib.Path) -> None:
     click.echo(f"Wrote {', '.join(written)} to {out}", err=True)
 
 
+@main.command("import-config")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=pathlib.Path))
+@click.option("--base", metavar="RECIPE", default=None,
+              help="Write 'extends: RECIPE' and only the keys that differ from it. RECIPE is read from the "
+                   "current folder and written as given, so save the output in the current folder.")
+@click.option("--world-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="GPUs (processes) the arcface_torch run used: warm-up steps = num_image // (batch_size * "
+                   "world_size) * warmup_epoch.")
+def import_config(config: pathlib.Path, base: str | None, world_size: int) -> None:
+    """Map an arcface_torch config file (configs/*.py) onto a recipe, printed as YAML.
+
+    The file is never executed: it is parsed, and only 'config.<field> = <literal>' lines (plus arithmetic on
+    earlier config fields, e.g. config.num_epoch // 10) are accepted. Its fields are merged over arcface_torch's
+    configs/base.py defaults. Assumptions are written as comments at the top of the output.
+
+    \b
+    Mapping:
+      network r18/r34/r50/r100/r200 -> iresnetN, mbf -> mobilefacenet (others refused)
+      margin_list (1,m,0) -> arcface (scale 64, fallback none, gradient detached)
+                  (1,0,m) -> cosface (scale 64); else combined {m1,m2,m3} (with a warning)
+      embedding_size -> backbone.params.embedding_size
+      sample_rate -> train.sample_rate    fp16 -> train.amp: fp16
+      batch_size -> train.batch_size (per GPU)    num_epoch -> train.epochs
+      optimizer/lr/weight_decay -> train.optimizer (SGD momentum 0.9, hard-coded in arcface_torch)
+      warmup_epoch -> train.warmup_steps (needs --world-size); schedule: polynomial
+      rec -> data: insightface-rec root    val_targets -> eval: bin <rec>/<target>.bin, preset insightface
+      seed, num_workers -> seed, train.num_workers; degradations: [] (dali_aug is not mapped)
+
+    \b
+      lrfr import-config configs/ms1mv3_r50.py > my.yaml
+    """
+    from .import_config import import_config as convert
+
+    text, warnings = convert(config, base=base, world_size=world_size)
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    click.echo(text, nl=False)
+
+
 main.add_command(data)  # lrfr data pack / info
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,9 @@ from ..hookspecs import hookimpl
 
 @hookimpl
 def lrfr_register_backbones(register):
+    from .backbones.facex_ir import FaceXIR
     from .backbones.iresnet import IResNet18, IResNet34, IResNet50, IResNet100, IResNet200
+    from .backbones.mobilefacenet import MobileFaceNet, MobileFaceNetLarge
     from .backbones.tiny import TinyNet
 
     register("tiny", TinyNet)
@@ -16,6 +18,9 @@ def lrfr_register_backbones(register):
     register("iresnet50", IResNet50)
     register("iresnet100", IResNet100)
     register("iresnet200", IResNet200)
+    register("mobilefacenet", MobileFaceNet)  # arcface_torch's mbf
+    register("mobilefacenet-large", MobileFaceNetLarge)  # arcface_torch's mbf_large
+    register("facex-ir", FaceXIR)  # FaceX-Zoo's IR-50/100/152, the founding study's backbone
 
 
 @hookimpl
