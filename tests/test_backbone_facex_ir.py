@@ -5,7 +5,8 @@ import torch
 
 from lrfr_plugins.builtin.backbones.facex_ir import DEPTHS, FaceXIR, FaceXIRParams
 from lrfr_plugins.builtin.backbones.iresnet import IResNet50, IResNetParams
-from lrfr_plugins.builtin.backbones.mobilefacenet import MobileFaceNet, MobileFaceNetParams, guess_facex
+from lrfr_plugins.builtin.backbones.mobilefacenet import MobileFaceNet, MobileFaceNetParams
+from lrfr_plugins.builtin.backbones.weights import guess_facex
 from lrfr_plugins.errors import LrfrError, ParamsError
 from lrfr_plugins.params import build_params
 

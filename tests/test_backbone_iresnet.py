@@ -183,7 +183,7 @@ def test_weights_from_another_depth_names_the_architecture(tmp_path):
         build(IResNet18, embedding_size=8, weights=path)
     msg = str(err.value)
     assert str(path) in msg and "unexpected keys: layer1.2." in msg
-    assert "is this an iresnet34 checkpoint?" in msg
+    assert "seems to be an arcface_torch iresnet34 checkpoint (blocks per stage [3, 4, 6, 3]): use backbone 'iresnet34'" in msg
 
 
 def test_weights_with_another_embedding_size_says_which(r18_file):

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ...api import Backbone, param
-from .mobilefacenet import load_strict
+from .weights import load_strict
 
 #: Units per stage (widths 64, 128, 256, 512), as FaceX-Zoo's ``get_blocks``.
 DEPTHS: dict[int, tuple[int, int, int, int]] = {

@@ -16,30 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import pickle
-import re
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ...api import Backbone, param
-from ...errors import LrfrError
+from .weights import ARCHS, load_strict
 
-#: Blocks per stage (layer1..layer4), as in arcface_torch's iresnet18..iresnet200.
-ARCHS: dict[str, tuple[int, int, int, int]] = {
-    "iresnet18": (2, 2, 2, 2),
-    "iresnet34": (3, 4, 6, 3),
-    "iresnet50": (3, 4, 14, 3),
-    "iresnet100": (3, 13, 30, 3),
-    "iresnet200": (6, 26, 60, 6),
-}
 WIDTHS = (64, 128, 256, 512)
 EPS = 1e-5
-#: Keys under which a training checkpoint may hold the backbone's state dict (arcface_torch's resume file uses
-#: "state_dict_backbone").
-WRAPPER_KEYS = ("state_dict_backbone", "state_dict", "backbone", "model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,82 +142,13 @@ class IResNet200(IResNet):
 
 # --- loading arcface_torch checkpoints ---------------------------------------------------------------------------
 
-def read_state_dict(path: pathlib.Path, who: str) -> dict[str, torch.Tensor]:
-    """The tensors of ``path`` (tensors and plain containers only: ``weights_only=True`` runs no pickled code)."""
-    if not path.is_file():
-        raise LrfrError(f"{who}: weights file {path} does not exist (or is not a file). Point 'weights' at an "
-                        "arcface_torch backbone.pth, or set it to null to start from random weights.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0].rstrip(".") if text else f"{type(exc).__name__} (empty or truncated?)"
-        if text.startswith("Weights only load failed"):  # torch's advice to retry unsafely is not ours to give
-            found = re.search(r"GLOBAL (\S+)", text)
-            detail = f" (such as {found[1]})" if found else ""
-            first = f"it holds pickled objects other than tensors{detail}, which were not run"
-        raise LrfrError(f"{who}: cannot read weights file {path}: {first}. It must be a PyTorch state dict "
-                        "(torch.save(model.state_dict(), ...)), such as arcface_torch's backbone.pth; files holding "
-                        "other pickled objects are refused (loaded with weights_only=True).") from None
-    if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in WRAPPER_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        keys = f" (top-level keys: {', '.join(map(str, list(obj)[:6]))})" if isinstance(obj, Mapping) else ""
-        raise LrfrError(f"{who}: weights file {path} holds a {type(obj).__name__}{keys}, not a state dict of "
-                        f"tensors. Save the backbone with torch.save(backbone.state_dict(), path).")
-    state = {str(k): v for k, v in obj.items()}
-    if all(k.startswith("module.") for k in state):  # saved from a DistributedDataParallel wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
-def guess_arch(keys: Any) -> str | None:
-    """The iresnet whose block counts match the ``layerN.M.`` keys, or None."""
-    counts = [0, 0, 0, 0]
-    for key in keys:
-        match = re.match(r"layer([1-4])\.(\d+)\.", key)
-        if match:
-            stage, block = int(match[1]) - 1, int(match[2])
-            counts[stage] = max(counts[stage], block + 1)
-    return next((name for name, blocks in ARCHS.items() if tuple(counts) == blocks), None)
-
-
-def _few(keys: list[str], n: int = 5) -> str:
-    return ", ".join(keys[:n]) + (f" ... ({len(keys)} in all)" if len(keys) > n else "")
-
-
 def load_weights(model: IResNet, path: pathlib.Path | str) -> None:
     """Load an arcface_torch backbone state dict into ``model``, strict; LrfrError naming the file otherwise."""
-    path = pathlib.Path(path).expanduser()
-    who = f"backbone '{model.arch}'"
-    state = read_state_dict(path, who)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} (model: {tuple(v.shape)})" for k, v in expected.items()
-              if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        lines = [f"{who}: weights file {path} does not match the model."]
-        if missing:
-            lines.append(f"  missing keys: {_few(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys: {_few(unexpected)}")
-        if shapes:
-            lines.append(f"  shape mismatches: {_few(shapes, 3)}")
-        arch = guess_arch(state)
-        if arch is not None and arch != model.arch:
-            lines.append(f"  Its blocks per stage are {list(ARCHS[arch])}: is this an {arch} checkpoint? "
-                         f"Use backbone '{arch}'.")
-        elif arch is None and not any(k.startswith("layer") for k in state):
-            lines.append("  It has no layer1..layer4 tensors: is this an iresnet checkpoint at all?")
+
+    def hints(state: dict[str, torch.Tensor]) -> list[str]:
         fc = state.get("fc.weight")
         if fc is not None and fc.ndim == 2 and fc.shape[0] != model.embedding_size:
-            lines.append(f"  Its fc gives {fc.shape[0]}-d embeddings: set embedding_size: {fc.shape[0]}.")
-        raise LrfrError("\n".join(lines))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # pragma: no cover - the checks above catch what strict loading rejects
-        raise LrfrError(f"{who}: cannot load weights file {path}: {exc}") from None
+            return [f"Its fc gives {fc.shape[0]}-d embeddings: set embedding_size: {fc.shape[0]}."]
+        return []
+
+    load_strict(model, path, f"backbone '{model.arch}'", hints=hints)

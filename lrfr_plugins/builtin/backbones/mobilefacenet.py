@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from ...api import Backbone, param
-from ...errors import LrfrError
-from .iresnet import ARCHS as IRESNET_ARCHS
-from .iresnet import _few, guess_arch, read_state_dict
+from .weights import load_strict
 
 EPS = 1e-5
 
@@ -195,77 +192,3 @@ class MobileFaceNetLarge(MobileFaceNet):
     label = "mobilefacenet-large"
 
 
-# --- strict loading with a diagnosis (shared with facex_ir.py) --------------------------------------------------------
-
-def guess_mobilefacenet(state: Mapping[str, Any]) -> str | None:
-    """'scale S, blocks [...]' for an arcface_torch MobileFaceNet state dict, or None."""
-    stem = state.get("layers.0.layers.0.weight")
-    if stem is None or "conv_sep.layers.0.weight" not in state or getattr(stem, "ndim", 0) != 4:
-        return None
-    counts = {}
-    for stage, index in enumerate((1, 3, 5, 7)):
-        found = [int(m[1]) for k in state if (m := re.match(rf"layers\.{index}\.layers\.(\d+)\.layers\.", k))]
-        counts[stage] = max(found) + 1 if found else 1  # layers.1 without sub-blocks: the single ConvBlock
-    return f"scale {stem.shape[0] // 64}, blocks {[counts[i] for i in range(4)]}"
-
-
-def guess_facex(state: Mapping[str, Any]) -> str | None:
-    """'depth N' (and the mode) of a FaceX-Zoo Resnet state dict, or None."""
-    if "input_layer.0.weight" not in state:
-        return None
-    units = {int(m[1]) for k in state if (m := re.match(r"body\.(\d+)\.", k))}
-    depth = {24: 50, 49: 100, 50: 152}.get(len(units))
-    se = any(".res_layer.5.fc1." in k for k in state)
-    return f"depth {depth if depth else f'? ({len(units)} units)'}, mode {'ir_se' if se else 'ir'}"
-
-
-def describe_checkpoint(state: Mapping[str, Any]) -> str | None:
-    """A line saying which known architecture ``state`` seems to hold, or None."""
-    arch = guess_arch(state)
-    if arch is not None:
-        return f"an arcface_torch {arch} checkpoint (blocks per stage {list(IRESNET_ARCHS[arch])}): " \
-               f"use backbone '{arch}'"
-    mbf = guess_mobilefacenet(state)
-    if mbf is not None:
-        settings = mbf.replace(" ", ": ", 1).replace(", blocks ", " and blocks: ")
-        return f"an arcface_torch MobileFaceNet checkpoint ({mbf}): use backbone 'mobilefacenet' with {settings}"
-    facex = guess_facex(state)
-    if facex is not None:
-        depth = facex.split(",")[0].replace(" ", ": ")
-        return f"a FaceX-Zoo Resnet checkpoint ({facex}): use backbone 'facex-ir50' with {depth}"
-    return None
-
-
-def load_strict(model: nn.Module, path: pathlib.Path | str, who: str,
-                prepare: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
-                hints: Callable[[dict[str, torch.Tensor]], list[str]] | None = None) -> None:
-    """Load a state dict file into ``model`` strict; LrfrError naming the file, the mismatches and the file's arch.
-
-    ``prepare`` may rewrite the keys read (e.g. strip a wrapper's prefix); ``hints`` adds model-specific lines.
-    """
-    path = pathlib.Path(path).expanduser()
-    state = read_state_dict(path, who)
-    if prepare is not None:
-        state = prepare(state)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} (model: {tuple(v.shape)})" for k, v in expected.items()
-              if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        lines = [f"{who}: weights file {path} does not match the model."]
-        if missing:
-            lines.append(f"  missing keys: {_few(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys: {_few(unexpected)}")
-        if shapes:
-            lines.append(f"  shape mismatches: {_few(shapes, 3)}")
-        seems = describe_checkpoint(state)
-        lines.append(f"  The file seems to be {seems}." if seems else
-                     "  It matches no known architecture (iresnet, mobilefacenet, FaceX-Zoo Resnet).")
-        lines += [f"  {line}" for line in (hints(state) if hints else [])]
-        raise LrfrError("\n".join(lines))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # pragma: no cover - the checks above catch what strict loading rejects
-        raise LrfrError(f"{who}: cannot load weights file {path}: {exc}") from None
