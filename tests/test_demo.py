@@ -26,5 +26,7 @@ def test_demo_trains_evaluates_and_exports(tmp_path):
     values = list(accuracy.values())
     assert all(later <= earlier + 0.02 for earlier, later in zip(values, values[1:])), accuracy
     assert accuracy["7px"] < accuracy["28px"] < accuracy["112px"], accuracy
+    assert [ev["protocol"] for ev in metrics["eval"]] == ["synthetic", "synthetic-survface", "synthetic-scface"]
+    assert set(metrics["eval"][2]["results"]) == {"d1", "d2", "d3"}  # every protocol shape ran
     assert (out / "model.onnx").stat().st_size > 0
     assert metrics["export"]["parity_max_abs_diff"] < 1e-3
