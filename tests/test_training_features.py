@@ -87,3 +87,21 @@ def test_every_missing_input_is_reported_at_once_before_training(tmp_path, regis
     assert "casia/train.rec: RecordIO file not found" in message and "--set data.params.root=" in message
     assert "eval.0 (qmul-survface)" in message and "--set eval.0.params.root=" in message
     assert not (tmp_path / "run" / "recipe.resolved.yaml").exists()  # a failed start leaves no run to resume
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, registry, monkeypatch):
+    from lrfr_plugins.builtin.heads.arcface import ArcFace
+    from lrfr_plugins.errors import LrfrError
+
+    calls = {"n": 0}
+    original = ArcFace.forward
+
+    def poisoned(self, cosine, labels, quality=None):
+        calls["n"] += 1
+        logits = original(self, cosine, labels, quality)
+        return logits * float("nan") if calls["n"] == 3 else logits
+
+    monkeypatch.setattr(ArcFace, "forward", poisoned)
+    with pytest.raises(LrfrError, match=r"training stopped at step 3 \(epoch 1\): the loss is nan.*last good checkpoint"):
+        run(tmp_path, registry, "checkpoint_every: 2, eval_every: null")
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 2
