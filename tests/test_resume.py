@@ -39,10 +39,10 @@ def test_resume_after_an_interrupted_epoch_equals_an_uninterrupted_run(tmp_path,
     original = Trainer.train_step
     steps_per_epoch = 8 * 6 // 8
 
-    def crash_in_second_epoch(self, images, labels):
+    def crash_in_second_epoch(self, images, labels, indices=None):
         if self.step == steps_per_epoch + 2:
             raise KeyboardInterrupt  # the user pressed Ctrl-C mid-epoch
-        return original(self, images, labels)
+        return original(self, images, labels, indices)
 
     monkeypatch.setattr(Trainer, "train_step", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):

@@ -105,3 +105,39 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoin
     with pytest.raises(LrfrError, match=r"training stopped at step 3 \(epoch 1\): the loss is nan.*last good checkpoint"):
         run(tmp_path, registry, "checkpoint_every: 2, eval_every: null")
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_the_quality_cache_computes_only_degraded_images_after_the_first_sight_and_changes_nothing(
+        tmp_path, registry, monkeypatch):
+    from lrfr_plugins.builtin.datasets.synthetic import SyntheticDataset
+    from lrfr_plugins.builtin.quality.laplacian import Laplacian
+
+    seen = []
+    original = Laplacian.__call__
+
+    def counting(self, images, *, lr_mask=None):
+        seen.append(images.shape[0])
+        return original(self, images, lr_mask=lr_mask)
+
+    monkeypatch.setattr(Laplacian, "__call__", counting)
+    text = textwrap.dedent(RECIPE.format(train="eval_every: null")).replace(
+        "{name: arcface, params: {scale: 16.0, margin: 0.2}}", "{name: approach2, params: {scale: 16.0}}").replace(
+        "epochs: 2", "epochs: 3")
+
+    def train(name):
+        (tmp_path / f"{name}.yaml").write_text(text)
+        prepare_run_dir(tmp_path / name, overwrite=False, resume=False)
+        execute(load_recipe(tmp_path / f"{name}.yaml", registry=registry), registry, tmp_path / name, progress=False)
+        return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+
+    cached = train("cached")
+    cached_counts = list(seen)
+    monkeypatch.setattr(SyntheticDataset, "fixed_items", False)  # no cache: every image at every step
+    seen.clear()
+    plain = train("plain")
+    assert seen == [8] * 9  # 3 epochs x 3 steps of 8 images
+    assert cached_counts[:3] == [8, 8, 8]  # first epoch: every image is new
+    # later: the degraded half of each batch, plus undegraded images never seen undegraded before
+    assert all(4 <= n <= 8 for n in cached_counts[3:]) and sum(cached_counts) < sum(seen)
+    for key, value in cached["backbone"].items():  # exact values, so the training is unchanged
+        assert torch.equal(value, plain["backbone"][key]), key

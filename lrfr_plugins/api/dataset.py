@@ -15,6 +15,9 @@ from ..params import NoParams
 
 class FaceDataset(torch.utils.data.Dataset):
     Params: ClassVar[type] = NoParams
+    #: True when item i is the same pixels every time it is read (no random augmentation inside the dataset); the
+    #: trainer then may cache per-image values such as a cacheable quality.
+    fixed_items: ClassVar[bool] = False
 
     def __init__(self, params: Any):
         self.params = params

@@ -19,6 +19,9 @@ class Quality:
     Params: ClassVar[type] = NoParams
     #: True: the host passes ``embeddings=`` (after the backbone) instead of calling before the forward pass.
     uses_embeddings: ClassVar[bool] = False
+    #: True: an image's quality depends on its pixels alone and not on a horizontal flip, so the trainer may keep
+    #: the value of an undegraded training image and reuse it in later epochs (only degraded images are computed).
+    cacheable: ClassVar[bool] = False
 
     def __init__(self, params: Any):
         self.params = params

@@ -42,6 +42,30 @@ def collate_readable(items: list) -> tuple[torch.Tensor | None, torch.Tensor | N
     return images, labels, len(items) - len(present)
 
 
+class WithIndex(torch.utils.data.Dataset):
+    """Items ``(item, index)``: the trainer learns which dataset image each batch row is (for the quality cache)."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        return self.dataset[i], i
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, int]]:
+        getitems = getattr(self.dataset, "__getitems__", None)
+        items = getitems(indices) if getitems is not None else [self.dataset[i] for i in indices]
+        return list(zip(items, indices))
+
+
+def collate_indexed(pairs: list) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, int]:
+    """:func:`collate_readable` of ``(item, index)`` pairs, plus the dataset indices of the rows kept."""
+    images, labels, skipped = collate_readable([item for item, _ in pairs])
+    return images, labels, torch.tensor([i for item, i in pairs if item is not None], dtype=torch.long), skipped
+
+
 @dataclasses.dataclass
 class TrainComponents:
     backbone: torch.nn.Module
@@ -97,6 +121,9 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
         self.forward_backbone = torch.compile(backbone) if config.compile else backbone
+        #: quality of each undegraded training image, once computed (NaN: not yet); see Quality.cacheable
+        cache = getattr(parts.quality, "cacheable", False) and getattr(parts.dataset, "fixed_items", False)
+        self.quality_cache = torch.full((len(parts.dataset),), float("nan")) if cache else None
         self.generator = torch.Generator().manual_seed(seed + self.rank)  # each rank flips and degrades its own
         self.sample_generator = torch.Generator().manual_seed(seed + 7919 * (self.rank + 1))  # Partial FC negatives
         self.epoch = 0  # epochs finished
@@ -143,8 +170,8 @@ class Trainer:
                                        epoch=self.epoch, start_batch=self.batch_in_epoch, rank=self.rank,
                                        world_size=self.world_size)
         return torch.utils.data.DataLoader(
-            self.parts.dataset, batch_sampler=sampler, num_workers=self.config.num_workers,
-            collate_fn=collate_readable, pin_memory=self.device.type == "cuda")
+            WithIndex(self.parts.dataset), batch_sampler=sampler, num_workers=self.config.num_workers,
+            collate_fn=collate_indexed, pin_memory=self.device.type == "cuda")
 
     def steps_per_epoch(self) -> int:
         return len(self.parts.dataset) // (self.config.batch_size * self.world_size)
@@ -159,7 +186,22 @@ class Trainer:
             group["lr"] = self.opt_config.lr * factor * group["scale"]
         return self.opt_config.lr * factor
 
-    def _prepare(self, images: torch.Tensor, labels: torch.Tensor):
+    def _image_quality(self, images: torch.Tensor, lr_mask: torch.Tensor, indices: torch.Tensor | None):
+        """The estimator's values for the batch; with a cache, only degraded or never-seen images are computed."""
+        estimator = self.parts.quality
+        if self.quality_cache is None or indices is None:
+            return estimator(images, lr_mask=lr_mask)
+        quality = self.quality_cache[indices].clone()
+        degraded = lr_mask.cpu()
+        todo = degraded | torch.isnan(quality)
+        if todo.any():
+            rows = todo.to(images.device)
+            quality[todo] = estimator(images[rows], lr_mask=lr_mask[rows]).float().cpu()
+            keep = todo & ~degraded
+            self.quality_cache[indices[keep]] = quality[keep]
+        return quality.to(images.device)
+
+    def _prepare(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None):
         """uint8 batch to the device first (4x fewer bytes than float), then flip, degradations, image quality."""
         parts = self.parts
         images = images.to(self.device, non_blocking=True)
@@ -173,12 +215,14 @@ class Trainer:
             images, lr_mask = out.images, lr_mask | out.lr_mask.to(self.device)
         quality = None
         if parts.quality is not None and not getattr(parts.quality, "uses_embeddings", False):
-            quality = parts.quality(images, lr_mask=lr_mask)
+            quality = self._image_quality(images, lr_mask, indices)
         return images, labels, lr_mask, quality
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor,
+                   indices: torch.Tensor | None = None) -> tuple[float, float]:
+        """One optimisation step on a uint8 batch; ``indices`` (dataset rows) enable the quality cache."""
         parts = self.parts
-        images, labels, lr_mask, quality = self._prepare(images, labels)
+        images, labels, lr_mask, quality = self._prepare(images, labels, indices)
         inputs = to_network_input(images)
         if self.config.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -228,7 +272,7 @@ class Trainer:
         try:
             while self.epoch < config.epochs and self.step < total:
                 start = time.perf_counter()
-                for images, labels, skipped in self._loader():
+                for images, labels, indices, skipped in self._loader():
                     if self.step >= total:
                         break
                     self.batch_in_epoch += 1
@@ -236,7 +280,7 @@ class Trainer:
                     if images is None or images.shape[0] < 2:
                         continue
                     lr = self._set_lr()
-                    loss, accuracy = self.train_step(images, labels)
+                    loss, accuracy = self.train_step(images, labels, indices)
                     self.step += 1
                     self.last_loss = loss
                     bar.update(1)

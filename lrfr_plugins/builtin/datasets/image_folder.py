@@ -35,6 +35,7 @@ class ImageFolder(FaceDataset):
     """Aligned 112x112 faces in root/<identity>/<image> (labels = sorted identity folders) or a list file."""
 
     Params = ImageFolderParams
+    fixed_items = True
 
     def __init__(self, params: ImageFolderParams):
         super().__init__(params)

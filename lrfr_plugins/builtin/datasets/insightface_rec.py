@@ -35,6 +35,7 @@ class InsightFaceRec(FaceDataset):
     """InsightFace .rec/.idx training pack (face2rec2, RecBuilder or im2rec layout); no mxnet needed."""
 
     Params = InsightFaceRecParams
+    fixed_items = True
 
     def __init__(self, params: InsightFaceRecParams):
         super().__init__(params)

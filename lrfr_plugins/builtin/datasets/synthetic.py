@@ -29,6 +29,7 @@ class SyntheticDataset(FaceDataset):
     """Built-in synthetic faces: identity at coarse, mid and fine spatial frequencies; CPU-fast, no files."""
 
     Params = SyntheticParams
+    fixed_items = True
 
     def __init__(self, params: SyntheticParams):
         super().__init__(params)

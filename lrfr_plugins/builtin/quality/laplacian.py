@@ -97,6 +97,7 @@ class Laplacian(Quality):
     """Laplacian sharpness (cv2 ksize=1): mean |L| over RGB (the study's quality) or variance of L on grey."""
 
     Params = LaplacianParams
+    cacheable = True  # mean |L| and var(L) see only the image, and a mirrored image has the same values
 
     def __call__(self, images: torch.Tensor, *, lr_mask: torch.Tensor | None = None) -> torch.Tensor:
         if not isinstance(images, torch.Tensor):
