@@ -90,3 +90,12 @@ def lrfr_register_protocols(register):
     register("bin", VerificationBin)
     register("synthetic-survface", SyntheticSurvFace)
     register("synthetic-scface", SyntheticSCface)
+
+
+@hookimpl
+def lrfr_register_finetuners(register):
+    from .finetuners.derivenet import DeriveNet
+    from .finetuners.octuplet import Octuplet
+
+    register("octuplet", Octuplet)
+    register("derivenet", DeriveNet)

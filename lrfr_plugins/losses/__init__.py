@@ -1,0 +1,1 @@
+"""Loss functions used by plugins (plain functions and modules, no registration)."""
