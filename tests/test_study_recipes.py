@@ -75,3 +75,25 @@ def test_a_missing_benchmark_folder_stops_the_run_before_training(tmp_path, regi
     with pytest.raises(DataError, match=r"/data/lfw_crop: the LFW folder does not exist"):
         execute(recipe, registry, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # nothing trained
+
+
+@pytest.mark.parametrize("name,params", [
+    ("octuplet", ["finetune.0.params.steps=2", "finetune.0.params.p=2", "finetune.0.params.k=2",
+                  "finetune.0.params.eval_identities=1", "finetune.0.params.lr=0.001"]),
+    ("derivenet", ["finetune.0.params.steps=2", "finetune.0.params.batch_size=2", "finetune.0.params.eval_images=2",
+                   "finetune.0.params.lr=0.001"]),
+])
+def test_the_finetuning_recipes_start_from_a_trained_run(tmp_path, registry, name, params):
+    base = load_recipe(ROOT / "recipes" / "arcface.yaml", [f"data.params.root={PACK}", "backbone.name=iresnet18",
+                                                           "train.batch_size=2", "train.epochs=1", "train.num_workers=0",
+                                                           "export.onnx=false", "eval=[]"], registry=registry)
+    prepare_run_dir(tmp_path / "arcface", overwrite=False, resume=False)
+    execute(base, registry, tmp_path / "arcface", progress=False)
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml",
+                         [f"data.params.root={PACK}", "backbone.name=iresnet18",
+                          f"backbone.params.weights={tmp_path / 'arcface' / 'checkpoint.pt'}",
+                          "train.num_workers=0", "export.onnx=false", "eval=[]", *params], registry=registry)
+    prepare_run_dir(tmp_path / name, overwrite=False, resume=False)
+    result = execute(recipe, registry, tmp_path / name, progress=False)
+    assert result.metrics["train"]["steps"] == 0 and result.metrics["finetune"][0]["finetuner"] == name
+    assert result.metrics["finetune"][0]["steps"] == 2

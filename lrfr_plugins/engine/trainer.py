@@ -257,7 +257,7 @@ class Trainer:
         ``on_epoch_end(epoch)`` (e.g. periodic evaluation) may return scalars to log with that epoch.
         """
         config = self.config
-        if self.steps_per_epoch() == 0:
+        if self.steps_per_epoch() == 0 and config.epochs > 0:
             raise LrfrError(f"the training set has {len(self.parts.dataset)} images, fewer than one batch "
                             f"(train.batch_size = {config.batch_size}). Lower train.batch_size or use more data.")
         total = self.total_steps()

@@ -5,6 +5,7 @@ training checkpoint that wraps the state dict (arcface_torch's ``state_dict_back
 ``model``) is unwrapped and a DDP ``module.`` prefix stripped. When the keys or shapes do not match, the error names
 the file, a few missing / unexpected / mis-shaped keys, and which known architecture the file seems to hold
 (iresnet depth, MobileFaceNet scale and blocks, FaceX-Zoo Resnet depth), so that the fix is one setting away.
+A ``checkpoint.pt`` of ``lrfr run`` works too: its backbone sits under ``backbone``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def read_state_dict(path: pathlib.Path, who: str) -> dict[str, torch.Tensor]:
         raise LrfrError(f"{who}: cannot read weights file {path}: {first}. It must be a PyTorch state dict "
                         "(torch.save(model.state_dict(), ...)), such as arcface_torch's backbone.pth; files holding "
                         "other pickled objects are refused (loaded with weights_only=True).") from None
-    if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+    if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):  # a wrapper
         for key in WRAPPER_KEYS:
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
