@@ -117,20 +117,26 @@ def _rows_of(runs: list[Run], protocol: str, display: str, metric: str) -> list[
 
 
 # ------------------------------------------------------------------------------------------------- formats
+def _cells(row: Row, runs: list[Run], *, pm: str, bold: str, missing: str) -> list[str]:
+    """One formatted cell per run: value (+- std), the row's best in ``bold`` (a format with one {}), or missing."""
+    best = max((v for v, _ in row.cells.values()), default=None)
+    cells = []
+    for run in runs:
+        if run.name not in row.cells:
+            cells.append(missing)
+            continue
+        value, std = row.cells[run.name]
+        text = f"{value:.4f}" + (f" {pm} {float(std):.4f}" if std is not None else "")
+        cells.append(bold.format(text) if len(row.cells) > 1 and value == best else text)
+    return cells
+
+
 def to_markdown(runs: list[Run], rows: list[Row]) -> str:
     """Markdown table; the best value of each row in bold."""
     header = ["", *[r.name for r in runs]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for row in rows:
-        best = max((v for v, _ in row.cells.values()), default=None)
-        cells = []
-        for run in runs:
-            if run.name not in row.cells:
-                cells.append("-")
-                continue
-            value, std = row.cells[run.name]
-            text = f"{value:.4f}" + (f" ± {float(std):.4f}" if std is not None else "")
-            cells.append(f"**{text}**" if len(row.cells) > 1 and value == best else text)
+        cells = _cells(row, runs, pm="±", bold="**{}**", missing="-")
         lines.append(f"| {row.label} ({row.metric}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -155,15 +161,7 @@ def to_latex(runs: list[Run], rows: list[Row]) -> str:
     lines = [r"\begin{tabular}{l" + "c" * len(runs) + "}", r"\toprule",
              " & ".join(["", *[esc(r.name) for r in runs]]) + r" \\", r"\midrule"]
     for row in rows:
-        best = max((v for v, _ in row.cells.values()), default=None)
-        cells = []
-        for run in runs:
-            if run.name not in row.cells:
-                cells.append("--")
-                continue
-            value, std = row.cells[run.name]
-            text = f"{value:.4f}" + (rf" $\pm$ {float(std):.4f}" if std is not None else "")
-            cells.append(rf"\textbf{{{text}}}" if len(row.cells) > 1 and value == best else text)
+        cells = _cells(row, runs, pm=r"$\pm$", bold=r"\textbf{{{}}}", missing="--")
         lines.append(" & ".join([esc(row.label), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
