@@ -182,7 +182,8 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     finetune_metrics = []
     for slot in recipe.data["finetune"]:
         finetuner = _create(registry, "finetuner", slot)
-        context = FinetuneContext(backbone, dataset, degradations, device, trainer.generator, progress)
+        context = FinetuneContext(backbone, dataset, degradations, device, trainer.generator, progress,
+                                  head=head, classifier=trainer.classifier, quality=quality)
         finetune_metrics.append({"finetuner": slot["name"], **(finetuner.run(context) or {})})
 
     embed = make_embedder(backbone, device)

@@ -88,11 +88,11 @@ def test_bad_loss_arguments():
 def test_bad_finetuner_params_are_clear():
     with pytest.raises(ParamsError, match="k >= 2"):
         build_params(OctupletParams, {"k": 1}, owner="finetuner 'octuplet'")
-    with pytest.raises(ParamsError, match="does not pass the head"):
-        build_params(OctupletParams, {"head_weight": 0.5}, owner="finetuner 'octuplet'")
     backbone = lrfr_plugins.create("backbone", "tiny", embedding_size=8, widths=[4, 4, 4, 4])
     dataset = lrfr_plugins.create("dataset", "synthetic", num_identities=4, images_per_identity=4)
     context = FinetuneContext(backbone, dataset, [], torch.device("cpu"), torch.Generator().manual_seed(0), False)
+    with pytest.raises(ValueError, match=r"head_weight=0.5 keeps the margin head's loss, but no trained head"):
+        Octuplet(OctupletParams(steps=1, p=2, k=2, head_weight=0.5)).run(context)
     with pytest.raises(ValueError, match=r"freeze: \['layer1'\] match no parameter.*'features'"):
         Octuplet(OctupletParams(steps=1, p=2, k=2, freeze=["features", "layer1"])).run(context)
 

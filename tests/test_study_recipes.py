@@ -1,5 +1,6 @@
 """The founding study's recipes run end to end: InsightFace pack -> iresnet -> quality-aware head -> ONNX."""
 
+import math
 import pathlib
 
 import pytest
@@ -80,6 +81,9 @@ def test_a_missing_benchmark_folder_stops_the_run_before_training(tmp_path, regi
 @pytest.mark.parametrize("name,params", [
     ("octuplet", ["finetune.0.params.steps=2", "finetune.0.params.p=2", "finetune.0.params.k=2",
                   "finetune.0.params.eval_identities=1", "finetune.0.params.lr=0.001"]),
+    ("octuplet", ["finetune.0.params.steps=2", "finetune.0.params.p=2", "finetune.0.params.k=2",
+                  "finetune.0.params.eval_identities=1", "finetune.0.params.head_weight=1.0",
+                  "head={name: approach1}"]),  # the trained margin head's loss kept, with the quality it needs
     ("derivenet", ["finetune.0.params.steps=2", "finetune.0.params.batch_size=2", "finetune.0.params.eval_images=2",
                    "finetune.0.params.lr=0.001"]),
 ])
@@ -97,3 +101,5 @@ def test_the_finetuning_recipes_start_from_a_trained_run(tmp_path, registry, nam
     result = execute(recipe, registry, tmp_path / name, progress=False)
     assert result.metrics["train"]["steps"] == 0 and result.metrics["finetune"][0]["finetuner"] == name
     assert result.metrics["finetune"][0]["steps"] == 2
+    if any("head_weight" in p for p in params):
+        assert math.isfinite(result.metrics["finetune"][0]["head_loss_final"])

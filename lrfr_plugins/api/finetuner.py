@@ -20,6 +20,12 @@ class FinetuneContext:
     device: torch.device
     generator: torch.Generator
     progress: bool = True
+    #: The trained margin head, the class centres with the cross-entropy (``loss = classifier(embeddings, labels,
+    #: head, quality)``, a :class:`~lrfr_plugins.engine.partial_fc.PartialFC`) and the recipe's quality estimator,
+    #: for finetuners that keep the margin loss; None when the host has no trained head.
+    head: torch.nn.Module | None = None
+    classifier: torch.nn.Module | None = None
+    quality: Any | None = None
 
 
 class Finetuner:

@@ -56,8 +56,9 @@ class OctupletParams:
     antialias: bool = param(True, "anti-alias when down-sampling (knoche preset: true)")
     rounding: Rounding = param("truncate", "result to uint8: round or truncate (knoche preset: truncate, as TF)")
     quantize_lr: bool = param(False, "round the LR intermediate to uint8 (knoche preset: false, float)")
-    head_weight: float = param(0.0, "weight of the margin head's loss kept during finetuning; must be 0 for now: "
-                                    "the host does not pass the head to finetuners yet", ge=0)
+    head_weight: float = param(0.0, "weight of the trained margin head's loss kept during finetuning, on the HR and "
+                                    "LR copies alike (0: the octuplet loss alone); its class centres train too",
+                               ge=0)
     freeze: list[str] = param([], "parameter-name prefixes to freeze (e.g. [conv1, layer1] for iresnet); their "
                                   "modules also stay in eval mode (BatchNorm statistics frozen)")
     eval_identities: int = param(8, "identities in the fixed held-out batch (2 images each) for the LR-HR cosine",
@@ -68,9 +69,6 @@ class OctupletParams:
         if self.k < 2:
             raise ValueError(f"k={self.k}: the octuplet loss needs k >= 2 images per identity in a batch (with one, "
                              "an anchor has no positive and its hardest-positive distance is 0)")
-        if self.head_weight > 0:
-            raise ValueError(f"head_weight={self.head_weight}: keeping the margin head's loss is not supported yet, "
-                             "because the host does not pass the head (classifier) to finetuners; use 0")
         if len(self.terms) != 4 or not any(self.terms):
             raise ValueError(f"terms must be 4 switches [hh, hl, lh, ll] with at least one true, got {self.terms}")
         if self.metric not in METRICS:
@@ -177,6 +175,22 @@ class Octuplet(Finetuner):
         finally:
             backbone.train(was_training)
 
+    @staticmethod
+    def _head_loss(context: FinetuneContext, embeddings: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor,
+                   labels: torch.Tensor) -> torch.Tensor:
+        """The trained head's margin loss on the HR and LR rows, with the quality its head needs (the LR copies
+        flagged as degraded, so resolution-flag and Laplacian qualities see what they saw in training)."""
+        images = torch.cat([hr, lr])
+        lr_mask = torch.arange(images.shape[0], device=images.device) >= hr.shape[0]
+        quality, estimator = None, context.quality
+        if estimator is not None and getattr(context.head, "needs_quality", False):
+            if getattr(estimator, "uses_embeddings", False):
+                quality = estimator(images, lr_mask=lr_mask, embeddings=embeddings)
+            else:
+                quality = estimator(images, lr_mask=lr_mask)
+        targets = torch.cat([labels, labels]).to(embeddings.device)
+        return context.classifier(embeddings.float(), targets, context.head, quality)
+
     def run(self, context: FinetuneContext) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
@@ -197,6 +211,13 @@ class Octuplet(Finetuner):
         trainable = [t for t in backbone.parameters() if t.requires_grad and id(t) not in frozen_ids]
         if not trainable:
             raise ValueError("freeze leaves no trainable parameter in the backbone")
+        keep_head = p.head_weight > 0
+        if keep_head and (context.head is None or context.classifier is None):
+            raise ValueError(f"head_weight={p.head_weight} keeps the margin head's loss, but no trained head reached "
+                             "the finetuner: run it from a recipe (finetune: [...]) so that the host passes the head "
+                             "and its class centres, or set head_weight to 0")
+        if keep_head:
+            trainable = trainable + list(context.classifier.parameters()) + list(context.head.parameters())
         if p.optimizer == "sgd":
             optimizer = torch.optim.SGD(trainable, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
         else:
@@ -205,6 +226,7 @@ class Octuplet(Finetuner):
         was_training = backbone.training
         before = self._measure(backbone, eval_hr, eval_lr, eval_labels, device)
         losses: list[float] = []
+        head_losses: list[float] = []
         epoch, batches = 0, iter(())
         bar = tqdm(total=p.steps, desc="octuplet", unit="step", disable=not context.progress)
         try:
@@ -221,7 +243,12 @@ class Octuplet(Finetuner):
                 hr, batch_labels = _load(context.dataset, [int(train_idx[i]) for i in batch])
                 hr = hr.to(device)
                 lr = self._degrade(hr, generator)
-                loss = self._loss(self._embed(backbone, hr, lr, device), batch_labels)
+                embeddings = self._embed(backbone, hr, lr, device)
+                loss = self._loss(embeddings, batch_labels)
+                if keep_head:
+                    head_loss = self._head_loss(context, embeddings, hr, lr, batch_labels)
+                    head_losses.append(head_loss.item())
+                    loss = loss + p.head_weight * head_loss
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"octuplet loss is {loss.item()} at step {len(losses)}")
                 optimizer.zero_grad(set_to_none=True)
@@ -245,4 +272,7 @@ class Octuplet(Finetuner):
             metrics[f"{name}_before"], metrics[f"{name}_after"] = before[key], after[key]
         metrics.update({"held_out_images": len(held), "held_out_disjoint": bool(disjoint),
                         "epochs_started": epoch})
+        if head_losses:
+            metrics["head_loss_initial"] = float(np.mean(head_losses[:window]))
+            metrics["head_loss_final"] = float(np.mean(head_losses[-window:]))
         return metrics
