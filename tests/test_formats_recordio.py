@@ -319,7 +319,7 @@ def test_bad_idx(tmp_path, idx_text, match):
 def test_bad_continuation_flag(tmp_path):
     rec = tmp_path / "c.rec"
     rec.write_bytes(MAGIC_BYTES + struct.pack("<I", 2 << 29 | 4) + b"abcd")  # a middle part with no first part
-    with pytest.raises(DataError, match=r"c\.rec: record #0 \(sequential scan\): unexpected continuation flag 2 "
+    with pytest.raises(DataError, match=r"c\.rec: record #0 \(sequential scan\): continuation flag 2 "
                                         r"at byte offset 0"):
         RecordReader(rec)
     (tmp_path / "c.idx").write_text("0\t0\n")

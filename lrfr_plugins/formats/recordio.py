@@ -140,13 +140,12 @@ class _File:
         self._fd, self._lock = None, threading.Lock()
 
 
-def _read_record(f: _File, offset: int, what: str) -> tuple[bytes, int]:
-    """Read the (possibly multi-part) record starting at ``offset``; return the payload and the next offset."""
+def _walk_record(f: _File, offset: int, what: str, hint: str, *, read: bool) -> tuple[bytes | None, int]:
+    """Follow the (possibly multi-part) record at ``offset``, checking every part header; return its payload
+    (``read``; else None, the parts are skipped) and the offset of the next record."""
     parts: list[bytes] = []
     pos = offset
-    prev_cflag: int | None = None
-    hint = ("The file is truncated or corrupt (re-download or re-pack it), or the .idx does not belong to this .rec "
-            "(rebuild it with lrfr_plugins.formats.rebuild_index).")
+    first = True
     while True:
         head = f.pread(pos, 8)
         if len(head) < 8:
@@ -157,24 +156,29 @@ def _read_record(f: _File, offset: int, what: str) -> tuple[bytes, int]:
             raise DataError(f"{f.path}: {what}: bad magic 0x{magic:08X} at byte offset {pos} (expected 0x{MAGIC:08X}"
                             f", bytes 0A 23 D7 CE). {hint}")
         cflag, length = lrec >> LENGTH_BITS, lrec & LENGTH_MASK
-        if prev_cflag is None:
-            ok = cflag in (0, 1)
-        else:
-            ok = cflag in (2, 3)
-        if not ok:
-            expected = "0 (whole record) or 1 (first part)" if prev_cflag is None else "2 (middle) or 3 (last part)"
+        if cflag not in ((0, 1) if first else (2, 3)):
+            expected = "0 (whole record) or 1 (first part)" if first else "2 (middle) or 3 (last part)"
             raise DataError(f"{f.path}: {what}: continuation flag {cflag} at byte offset {pos}, expected {expected}. "
                             f"{hint}")
         end = pos + 8 + _pad4(length)
         if end > f.size:
             raise DataError(f"{f.path}: {what}: the record part at byte offset {pos} declares {length} bytes, which "
                             f"runs past the end of the file (byte {f.size}). {hint}")
-        parts.append(f.pread(pos + 8, length))
-        pos = end
+        if read:
+            parts.append(f.pread(pos + 8, length))
+        pos, first = end, False
         if cflag in (0, 3):
-            return b"".join(parts), pos
-        parts.append(MAGIC_BYTES)
-        prev_cflag = cflag
+            return (b"".join(parts) if read else None), pos
+        if read:
+            parts.append(MAGIC_BYTES)
+
+
+def _read_record(f: _File, offset: int, what: str) -> tuple[bytes, int]:
+    """Read the (possibly multi-part) record starting at ``offset``; return the payload and the next offset."""
+    hint = ("The file is truncated or corrupt (re-download or re-pack it), or the .idx does not belong to this .rec "
+            "(rebuild it with lrfr_plugins.formats.rebuild_index).")
+    payload, end = _walk_record(f, offset, what, hint, read=True)
+    return payload or b"", end
 
 
 def _scan_offsets(f: _File, *, progress: bool = False) -> list[int]:
@@ -186,31 +190,10 @@ def _scan_offsets(f: _File, *, progress: bool = False) -> list[int]:
     bar = tqdm(total=f.size, unit="B", unit_scale=True, desc=f"scan {f.path.name}", disable=not progress)
     while pos < f.size:
         bar.update(pos - bar.n)
-        start = pos
-        first = True
-        while True:
-            head = f.pread(pos, 8)
-            what = f"record #{len(offsets)} (sequential scan)"
-            if len(head) < 8:
-                raise DataError(f"{f.path}: {what}: the record header at byte offset {pos} is cut off: the file ends "
-                                f"at byte {f.size}. The file is truncated; re-download or re-pack it.")
-            magic, lrec = _HEAD.unpack(head)
-            if magic != MAGIC:
-                raise DataError(f"{f.path}: {what}: bad magic 0x{magic:08X} at byte offset {pos} (expected "
-                                f"0x{MAGIC:08X}). The file is corrupt or not a RecordIO file.")
-            cflag, length = lrec >> LENGTH_BITS, lrec & LENGTH_MASK
-            if (first and cflag not in (0, 1)) or (not first and cflag not in (2, 3)):
-                raise DataError(f"{f.path}: {what}: unexpected continuation flag {cflag} at byte offset {pos}. "
-                                "The file is corrupt; re-download or re-pack it.")
-            pos += 8 + _pad4(length)
-            if pos > f.size:
-                raise DataError(f"{f.path}: {what}: the record part at byte offset {pos - 8 - _pad4(length)} "
-                                f"declares {length} bytes, which runs past the end of the file (byte {f.size}). "
-                                "The file is truncated; re-download or re-pack it.")
-            first = False
-            if cflag in (0, 3):
-                break
-        offsets.append(start)
+        what = f"record #{len(offsets)} (sequential scan)"
+        offsets.append(pos)
+        _, pos = _walk_record(f, pos, what, "The file is truncated or corrupt; re-download or re-pack it.",
+                              read=False)
     bar.update(pos - bar.n)
     bar.close()
     return offsets
