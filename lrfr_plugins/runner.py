@@ -158,13 +158,13 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
         if main:
             _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
         log.info("resumed after epoch %d (step %d)", trainer.epoch, trainer.step)
-    embed_for_eval = make_embedder(backbone, device)
+    embed = make_embedder(backbone, device)
 
     def evaluate_now(epoch: int) -> dict[str, float]:
         """Periodic evaluation (train.eval_every): each protocol's headline numbers, logged with the epoch."""
         scalars = {}
         for protocol in protocols:
-            result = protocol.evaluate(embed_for_eval, progress=False)
+            result = protocol.evaluate(embed, progress=False)
             for key, metrics in result.results.items():
                 for name in ("accuracy", "rank1"):
                     if name in metrics:
@@ -186,7 +186,6 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
                                   head=head, classifier=trainer.classifier, quality=quality)
         finetune_metrics.append({"finetuner": slot["name"], **(finetuner.run(context) or {})})
 
-    embed = make_embedder(backbone, device)
     evaluations = []
     for protocol in protocols:
         result = protocol.evaluate(embed, progress=progress)

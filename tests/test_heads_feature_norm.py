@@ -8,17 +8,9 @@ import torch.nn.functional as F
 
 from lrfr_plugins.recipe import load_recipe
 from lrfr_plugins.runner import execute, prepare_run_dir
+from test_heads_margins import COS, LABELS, targets  # REFERENCE.md §12's common input
 
-COS = torch.tensor([[0.60, 0.80, 0.00, 0.00],
-                    [0.00, 0.28, 0.96, 0.00],
-                    [0.80, 0.00, 0.00, 0.60],
-                    [0.36, 0.48, 0.64, 0.48]])
-LABELS = torch.tensor([0, 2, 3, 1])
-NORMS = torch.tensor([10.0, 20.0, 30.0, 40.0])
-
-
-def targets(logits):
-    return logits[torch.arange(4), LABELS]
+NORMS = torch.tensor([10.0, 20.0, 30.0, 40.0])  # the feature norms REFERENCE.md §12 uses with its cosines
 
 
 # ------------------------------------------------------------------------------------------------- AdaFace

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 import lrfr_plugins
 from lrfr_plugins.engine import distributed as D
-from lrfr_plugins.engine.classifier import NormalizedClassifier
 from lrfr_plugins.engine.partial_fc import (
     PartialFC,
     dist_cross_entropy,
@@ -86,6 +85,18 @@ def test_seeded_init_does_not_depend_on_world_size():
     with pytest.raises(RuntimeError, match="process group"):
         pfc(torch.randn(2, 4), torch.tensor([0, 1]), make_head("arcface", {}))
 
+
+
+class NormalizedClassifier(torch.nn.Module):
+    """The plain single-process classifier PartialFC must reproduce: cosine of normalised embeddings and centres,
+    centres N(0, 0.01)."""
+
+    def __init__(self, num_classes: int, embedding_size: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(num_classes, embedding_size).normal_(0, 0.01))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(embeddings.float()), F.normalize(self.weight.float())).clamp(-1.0, 1.0)
 
 @pytest.mark.parametrize("name,params", [("arcface", {}), ("cosface", {}), ("magface", {"scale": 16.0}),
                                          ("adaface", {"t_alpha": 0.5})])

@@ -39,13 +39,11 @@ would reach each row W times. It is added as ``extra / W`` plus ``(extra - extra
 is unchanged (equal to the single-process value), its gradient is divided by W, and after the gather's sum over
 ranks (times W) and DDP's mean it is counted exactly once.
 
-**Checkpoints.** ``state_dict()`` holds this rank's shard under ``weight`` (with world size 1 the same key and
-shape as :class:`~.classifier.NormalizedClassifier`). Proposal: store the *full* matrix, gathered, under the
-classifier's usual key (``gather_full_weight()`` on all ranks, rank 0 writes), so a checkpoint does not depend on
-the world size; load with ``load_full_weight(full)`` on every rank. Classifier optimiser state (SGD momentum) is
-per row too: ``gather_rows`` / ``shard_rows`` convert it the same way. For very large C (millions of classes) a
-file per rank (``checkpoint_rank{r}.pt`` with this ``state_dict``, as arcface_torch's ``checkpoint_gpu_{rank}.pt``)
-avoids materialising C x D on one process, but then resuming needs the same world size.
+**Checkpoints.** ``state_dict()`` holds this rank's shard under ``weight`` (with one process: the whole matrix).
+The trainer writes one checkpoint per rank (``checkpoint.pt`` on rank 0, ``checkpoint-rank{r}.pt``), as
+arcface_torch's ``checkpoint_gpu_{rank}.pt``, so C x D never has to fit on one process and the momentum of each
+shard stays with it; resuming needs the same world size. ``gather_full_weight()`` / ``load_full_weight(full)``
+and ``gather_rows`` / ``shard_rows`` convert between a full matrix and the shards (e.g. to change world size).
 """
 
 from __future__ import annotations
@@ -168,10 +166,11 @@ class PartialFC(nn.Module):
     """Sharded normalised classifier + margin head + distributed cross-entropy: ``loss = pfc(emb, labels, head)``.
 
     ``rank`` / ``world_size`` default to the process group's (0 / 1 without one); other values may be given to
-    build a shard offline (e.g. to convert checkpoints), but ``forward`` needs a matching process group. ``seed=None`` initialises this
-    shard from the global torch RNG exactly like ``NormalizedClassifier`` (so world size 1 reproduces it bit for
-    bit); an integer seed initialises the centres block-wise from that seed, so the full matrix is the same for
-    every world size. See the module docstring for the algorithm, gradients and checkpoints.
+    build a shard offline (e.g. to convert checkpoints), but ``forward`` needs a matching process group.
+    ``seed=None`` initialises this shard from the global torch RNG as N(0, 0.01), arcface_torch's init (so world
+    size 1 reproduces a plain classifier bit for bit); an integer seed initialises the centres block-wise from that
+    seed, so the full matrix is the same for every world size. See the module docstring for the algorithm,
+    gradients and checkpoints.
     """
 
     def __init__(self, num_classes: int, embedding_size: int, *, sample_rate: float = 1.0,
@@ -274,7 +273,7 @@ class PartialFC(nn.Module):
 
     @torch.no_grad()
     def load_full_weight(self, full: torch.Tensor) -> None:
-        """Load this rank's rows of a full (num_classes, D) matrix, e.g. a NormalizedClassifier's ``weight`` or a
+        """Load this rank's rows of a full (num_classes, D) matrix, e.g. a single-process classifier's ``weight`` or a
         checkpoint written by a run with another world size."""
         if tuple(full.shape) != (self.num_classes, self.embedding_size):
             raise ValueError(f"expected a ({self.num_classes}, {self.embedding_size}) centre matrix, "
@@ -282,7 +281,7 @@ class PartialFC(nn.Module):
         self.weight.copy_(self.shard_rows(full).to(self.weight.device, self.weight.dtype))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """``{"weight": full matrix}``: NormalizedClassifier's layout, whatever the world size. Collective."""
+        """``{"weight": full matrix}``: a single-process classifier's layout, whatever the world size. Collective."""
         return {"weight": self.gather_full_weight()}
 
     def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -8,7 +8,6 @@ without any error.
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import torch
 
@@ -16,10 +15,7 @@ from ...api import FaceDataset, param
 from ...errors import DataError
 from ...formats.image_folder import scan_image_folder
 from ...formats.recordio import decode_image
-from ...ops.resize import resize_to
-
-log = logging.getLogger("lrfr")
-SIZE = (112, 112)
+from .faces import FaceTensors, corrupt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +36,7 @@ class ImageFolder(FaceDataset):
     def __init__(self, params: ImageFolderParams):
         super().__init__(params)
         self.index = scan_image_folder(params.root, params.list_file)
-        self._warned = False
+        self.to_tensor = FaceTensors()
 
     @property
     def num_classes(self) -> int:
@@ -58,16 +54,5 @@ class ImageFolder(FaceDataset):
                 raise DataError(f"{path}: cannot read the image ({exc.strerror}).") from None
             pixels = decode_image(data, where=str(path))
         except DataError as exc:
-            if not self.params.skip_corrupt:
-                raise DataError(f"{exc} To skip such images, set data.params.skip_corrupt: true.") from None
-            log.warning("skipping a corrupt image: %s", exc)
-            return None
-        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
-        if tuple(image.shape[1:]) != SIZE:
-            if not self._warned:
-                log.warning("%s is %dx%d, not an aligned 112x112 face: resizing it (and any other such image). "
-                            "Align faces to InsightFace's 112x112 template for best accuracy.",
-                            path, image.shape[2], image.shape[1])
-                self._warned = True
-            image = resize_to(image[None], SIZE)[0]
-        return image, self.index.labels[i]
+            return corrupt(exc, self.params.skip_corrupt)
+        return self.to_tensor(pixels, str(path)), self.index.labels[i]

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import logging
-
 import torch
 
 from ...api import FaceDataset, param
 from ...errors import DataError
 from ...formats.recordio import TrainingSet
-from ...ops.resize import resize_to
-
-log = logging.getLogger("lrfr")
-SIZE = (112, 112)
+from .faces import SIZE, FaceTensors, corrupt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +35,7 @@ class InsightFaceRec(FaceDataset):
     def __init__(self, params: InsightFaceRecParams):
         super().__init__(params)
         self.pack = TrainingSet(params.root, rec=params.rec, idx=params.idx)
+        self.to_tensor = FaceTensors()
         if self.pack.num_classes is None:
             raise DataError(f"{self.pack.root}: no 'property' file and record 0 is not a meta-header, so the number "
                             "of classes is unknown. Write 'num_classes,112,112' to root/property.")
@@ -68,13 +64,7 @@ class InsightFaceRec(FaceDataset):
         try:
             pixels, label = self.pack.get(i, out=out)
         except DataError as exc:
-            if not self.params.skip_corrupt:
-                raise DataError(f"{exc} To skip such images, set data.params.skip_corrupt: true.") from None
-            log.warning("skipping a corrupt image: %s", exc)
-            return None
+            return corrupt(exc, self.params.skip_corrupt)
         if out is not None and pixels is out:
             return view, label
-        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
-        if tuple(image.shape[1:]) != SIZE:
-            image = resize_to(image[None], SIZE)[0]
-        return image, label
+        return self.to_tensor(pixels, f"{self.pack.reader.rec_path}: image {i}"), label
