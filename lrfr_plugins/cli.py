@@ -209,7 +209,11 @@ def eval_(model: pathlib.Path, protocol: str, assignments: tuple[str, ...], back
               help="Format of the table printed (all three are written with --out).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path), default=pathlib.Path("report"),
               show_default=True, help="Folder for report.md/.csv/.tex and the PNG plots.")
-def report(runs: tuple[pathlib.Path, ...], fmt: str, out: pathlib.Path) -> None:
+@click.option("--merge-seeds", is_flag=True,
+              help="Runs with the same recipe name (one method, several seeds) become one column: the mean over them "
+                   "± the standard deviation across them. Without it every run is a column and ± is the protocol's "
+                   "own spread (e.g. over folds).")
+def report(runs: tuple[pathlib.Path, ...], fmt: str, out: pathlib.Path, merge_seeds: bool) -> None:
     """The founding study's comparison table for RUNS (one column per run, named after its recipe).
 
     Rows: LFW 112/56/28/14/7, QMUL-SurvFace, SCface distances 1-3 (or their synthetic stand-ins), then any
@@ -217,10 +221,11 @@ def report(runs: tuple[pathlib.Path, ...], fmt: str, out: pathlib.Path) -> None:
 
     \b
       lrfr report runs/arcface runs/adaface runs/approach2 --out report/
+      lrfr report runs/*/seed* --merge-seeds --out report/
     """
     from .report import FORMATS, make_report
 
-    loaded, rows, written = make_report(list(runs), out)
+    loaded, rows, written = make_report(list(runs), out, merge=merge_seeds)
     click.echo(FORMATS[fmt](loaded, rows))
     click.echo(f"Wrote {', '.join(written)} to {out}", err=True)
 

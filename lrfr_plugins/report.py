@@ -3,6 +3,10 @@
 Rows follow the study: LFW at 112/56/28/14/7 px, QMUL-SurvFace, SCface distances 1-3 (1 is the farthest). Each
 row family takes the first protocol a run has among its members, so the synthetic stand-ins fill the same rows
 on built-in data (their row names say so). Other protocols get rows of their own at the end.
+
+With ``merge=True`` runs that share a recipe name (one method trained with several seeds) become one column: each
+cell is the mean over those runs and its +- the sample standard deviation across them, which is the spread that
+matters when methods are compared (the protocol's own fold spread measures only the test set's sampling).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import io
 import json
 import pathlib
 from typing import Any
+
+import numpy as np
 
 from .engine.checkpoint import atomic_write_text
 from .errors import RunDirError
@@ -44,8 +50,9 @@ class Row:
     cells: dict[str, tuple[float, float | None]]  # run name -> (value, std)
 
 
-def load_runs(paths: list[pathlib.Path]) -> list[Run]:
-    """Runs of ``lrfr run`` (metrics.json) or folders of ``lrfr eval --out`` (eval.json); names made unique."""
+def load_runs(paths: list[pathlib.Path], *, merge: bool = False) -> list[Run]:
+    """Runs of ``lrfr run`` (metrics.json) or folders of ``lrfr eval --out`` (eval.json); names made unique, or
+    with ``merge`` the runs of one name averaged into one (see :func:`merge_runs`)."""
     runs: list[Run] = []
     for path in paths:
         path = pathlib.Path(path)
@@ -63,7 +70,7 @@ def load_runs(paths: list[pathlib.Path]) -> list[Run]:
             raise RunDirError(f"{path}: the run evaluated no protocol, so it has nothing to report. Add an 'eval' "
                               "section to its recipe or run 'lrfr eval' on it.")
         taken = {r.name for r in runs}
-        if name in taken:
+        if name in taken and not merge:
             name = f"{name} ({path.name})" if f"{name} ({path.name})" not in taken else str(path)
         by_protocol: dict[str, dict[str, Any]] = {}
         for ev in evaluations:  # several .bin sets in one run: bin, then bin:cfp_fp, ...
@@ -72,7 +79,60 @@ def load_runs(paths: list[pathlib.Path]) -> list[Run]:
                 key = f"{key}:{(ev.get('settings') or {}).get('set') or len(by_protocol)}"
             by_protocol[key] = ev
         runs.append(Run(name, path, by_protocol))
+    if merge:
+        groups: dict[str, list[Run]] = {}
+        for run in runs:
+            groups.setdefault(run.name, []).append(run)
+        return [merge_runs(group) if len(group) > 1 else group[0] for group in groups.values()]
     return runs
+
+
+def merge_runs(runs: list[Run]) -> Run:
+    """One run from several of the same method: every metric the mean over the runs that have it, ``std`` the sample
+    standard deviation across them; resolution rows likewise; CMC curves averaged rank by rank and ROC curves
+    averaged on the first run's false-accept rates (TPR interpolated on a log scale)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for protocol in dict.fromkeys(p for r in runs for p in r.evaluations):
+        evals = [r.evaluations[protocol] for r in runs if protocol in r.evaluations]
+        results: dict[str, dict[str, Any]] = {}
+        for key in dict.fromkeys(k for ev in evals for k in ev.get("results", {})):
+            per_run = [ev["results"][key] for ev in evals if key in ev.get("results", {})]
+            samples = {m: [float(r[m]) for r in per_run if _is_number(r.get(m))]
+                       for m in dict.fromkeys(m for r in per_run for m, v in r.items() if _is_number(v) and m != "std")}
+            values: dict[str, Any] = {m: float(np.mean(v)) for m, v in samples.items()}
+            headline = next((m for m in METRICS if m in samples), None)  # the metric a report row shows
+            if headline and len(samples[headline]) > 1:
+                values["std"] = float(np.std(samples[headline], ddof=1))
+            results[key] = {**values, "runs": len(per_run)}
+        rows = []
+        for row in evals[0].get("rows", []):
+            same = [r for ev in evals for r in ev.get("rows", []) if r.get("resolution") == row.get("resolution")]
+            if "resolution" in row and all(_is_number(r.get("accuracy")) for r in same):
+                accuracy = [float(r["accuracy"]) for r in same]
+                rows.append({"resolution": row["resolution"], "accuracy": float(np.mean(accuracy)),
+                             "std": float(np.std(accuracy, ddof=1)) if len(accuracy) > 1 else 0.0})
+        merged[protocol] = {**evals[0], "results": results, "rows": rows, "curves": _mean_curves(evals),
+                            "runs": [str(r.path) for r in runs if protocol in r.evaluations]}
+    return Run(runs[0].name, runs[0].path.parent, merged)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _mean_curves(evals: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    curves: dict[str, dict[str, list[float]]] = {}
+    for name, first in evals[0].get("curves", {}).items():
+        others = [ev["curves"][name] for ev in evals if name in ev.get("curves", {})]
+        if name.startswith("cmc:"):
+            length = min(len(c["rate"]) for c in others)
+            curves[name] = {"rank": first["rank"][:length],
+                            "rate": np.mean([c["rate"][:length] for c in others], axis=0).round(6).tolist()}
+        elif name.startswith("roc:"):
+            grid = np.log10(np.clip(first["fpr"], 1e-12, None))
+            tpr = [np.interp(grid, np.log10(np.clip(c["fpr"], 1e-12, None)), c["tpr"]) for c in others]
+            curves[name] = {"fpr": first["fpr"], "tpr": np.mean(tpr, axis=0).round(6).tolist()}
+    return curves
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any]:
@@ -83,7 +143,8 @@ def _read_json(path: pathlib.Path) -> dict[str, Any]:
 
 
 def _key_order(key: str) -> tuple:
-    return (0, -int(key)) if key.isdigit() else (1, key)
+    """Resolutions largest first, then plain keys (SCface's day distances d1-d3), then qualified ones (d1-night)."""
+    return (0, -int(key), "") if key.isdigit() else (1 + ("-" in key), 0, key)
 
 
 def build_rows(runs: list[Run]) -> list[Row]:
@@ -195,9 +256,11 @@ def write_plots(runs: list[Run], rows: list[Row], out: pathlib.Path) -> list[str
     return written
 
 
-def make_report(paths: list[pathlib.Path], out: pathlib.Path | None) -> tuple[list[Run], list[Row], list[str]]:
-    """Load the runs, build the rows, and (with ``out``) write report.md/.csv/.tex and the plots there."""
-    runs = load_runs(paths)
+def make_report(paths: list[pathlib.Path], out: pathlib.Path | None, *, merge: bool = False
+                ) -> tuple[list[Run], list[Row], list[str]]:
+    """Load the runs (``merge``: average runs of one name), build the rows, and (with ``out``) write
+    report.md/.csv/.tex and the plots there."""
+    runs = load_runs(paths, merge=merge)
     rows = build_rows(runs)
     if not rows:
         raise RunDirError("the runs hold no machine-readable results (runs of an older lrfr-plugins). Measure "

@@ -79,3 +79,25 @@ def test_bad_run_folders_are_named(tmp_path, lrfr):
     (tmp_path / "broken" / "metrics.json").write_text("{")
     result = lrfr("report", str(tmp_path / "broken"))
     assert result.returncode == 1 and "broken/metrics.json: cannot read it as JSON" in result.stderr
+
+
+def test_merge_seeds_gives_the_mean_and_the_spread_across_runs(tmp_path, lrfr):
+    runs = [write_run(tmp_path / f"a{i}", "arcface", [lfw(acc), qmul(q), scface(r)]) for i, (acc, q, r) in
+            enumerate([([0.90, 0.88, 0.80, 0.70, 0.60], 0.60, [0.2, 0.5, 0.7]),
+                       ([0.94, 0.90, 0.84, 0.74, 0.62], 0.64, [0.4, 0.5, 0.9])])]
+    other = write_run(tmp_path / "b", "approach2", [lfw([0.9, 0.9, 0.9, 0.9, 0.9]), qmul(0.7), scface([0.1, 0.1, 0.1])])
+    merged, rows, written = make_report([*runs, other], tmp_path / "out", merge=True)
+    assert [r.name for r in merged] == ["arcface", "approach2"]
+    lfw112 = rows[0].cells["arcface"]
+    assert lfw112[0] == pytest.approx(0.92) and lfw112[1] == pytest.approx(0.0282843, abs=1e-6)  # sample std
+    assert rows[0].cells["approach2"] == (0.9, 0.01)  # a single run keeps its protocol's own spread
+    assert rows[5].cells["arcface"][0] == pytest.approx(0.62)  # QMUL
+    assert rows[6].cells["arcface"] == (pytest.approx(0.3), pytest.approx(0.1414214, abs=1e-6))  # SCface d1 rank-1
+    assert merged[0].evaluations["scface"]["curves"]["cmc:d1"]["rate"] == pytest.approx([0.3, 0.4, 1.0])
+    assert "accuracy_vs_resolution.png" in written
+    # Without merging, the same name appears twice, told apart by folder.
+    separate, _, _ = make_report([*runs, other], None)
+    assert [r.name for r in separate] == ["arcface", "arcface (a1)", "approach2"]
+    result = lrfr("report", *map(str, [*runs, other]), "--merge-seeds", "--out", str(tmp_path / "cli"))
+    assert result.returncode == 0, result.stderr
+    assert "| LFW 112x112 (accuracy) | **0.9200 ± 0.0283** | 0.9000 ± 0.0100 |" in result.stdout

@@ -9,11 +9,13 @@ the face, as the large models do.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import torch
 from torch import nn
 
 from ...api import Backbone, param
+from .weights import load_strict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +24,8 @@ class TinyParams:
     widths: list[int] = param([16, 32, 64, 128], "channels of the four stages, at 56, 28, 14 and 7 px")
     depth: int = param(0, "residual blocks after each stage's down-sampling convolution", ge=0)
     dropout: float = param(0.0, "dropout before the embedding layer", ge=0, lt=1)
+    weights: pathlib.Path | None = param(None, "weights to start from: a run's checkpoint.pt or a backbone state dict "
+                                               "of the same widths and depth (loaded strict, weights_only)")
 
     def __post_init__(self) -> None:
         if len(self.widths) != 4 or any(w < 1 for w in self.widths):
@@ -60,6 +64,8 @@ class TinyNet(Backbone):
         self.features = nn.Sequential(*layers)
         self.tail = nn.Sequential(nn.Dropout(params.dropout), nn.Flatten(),
                                   nn.Linear(cin * 7 * 7, params.embedding_size), nn.BatchNorm1d(params.embedding_size))
+        if params.weights is not None:
+            load_strict(self, params.weights, "tiny")
 
     @property
     def embedding_size(self) -> int:
