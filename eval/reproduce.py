@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import math
 import os
@@ -41,13 +42,14 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
 from lrfr_plugins import get_registry
-from lrfr_plugins.engine.checkpoint import atomic_write_text
+from lrfr_plugins.engine.checkpoint import atomic_write_bytes, atomic_write_text
 from lrfr_plugins.recipe import load_recipe_data
-from lrfr_plugins.report import FORMATS, make_report
+from lrfr_plugins.report import FORMATS, Row, load_runs, make_report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -219,6 +221,75 @@ def run_jobs(jobs: list[Job], parallel: int, overrides: list[str], progress: boo
     return {j.key: j.seconds for j in jobs}
 
 
+def paired_gains(paths: dict[str, list[pathlib.Path]], rows: list[Row], reference: str = "arcface"
+                 ) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """Each method's difference from ``reference`` per report row, paired by seed (same initial weights and batch
+    order): {method: {row label: (mean, sample std, seeds)}}. Pairing removes the seed-to-seed swing both share."""
+    def value(path: pathlib.Path, row: Row) -> float | None:
+        result = load_runs([path])[0].evaluations.get(row.protocol, {}).get("results", {}).get(row.key, {})
+        return result.get(row.metric)
+
+    gains: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for method, runs in paths.items():
+        if method == reference:
+            continue
+        gains[method] = {}
+        for row in rows:
+            pairs = [(value(run, row), value(ref, row)) for run, ref in zip(runs, paths[reference])]
+            diffs = [a - b for a, b in pairs if a is not None and b is not None]
+            if diffs:
+                gains[method][row.label] = (float(np.mean(diffs)), float(np.std(diffs, ddof=1)) if len(diffs) > 1
+                                            else 0.0, len(diffs))
+    return gains
+
+
+def gains_markdown(gains: dict[str, dict[str, tuple[float, float, int]]], rows: list[Row], reference: str) -> str:
+    methods = list(gains)
+    lines = [f"| minus {reference}, paired by seed | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for row in rows:
+        cells = [f"{gains[m][row.label][0]:+.4f} ± {gains[m][row.label][1]:.4f}" if row.label in gains[m] else "-"
+                 for m in methods]
+        lines.append(f"| {row.label} ({row.metric}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_gains(gains: dict[str, dict[str, tuple[float, float, int]]], rows: list[Row], path: pathlib.Path,
+               reference: str) -> bool:
+    """Accuracy minus the reference's against resolution, one line per method: the study's claim in one picture."""
+    resolution_rows = [r for r in rows if r.key.isdigit()]
+    if not resolution_rows or not gains:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [int(r.key) for r in resolution_rows]
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=120)
+    for i, (method, by_row) in enumerate(gains.items()):
+        points = [(s, *by_row[r.label][:2]) for s, r in zip(sizes, resolution_rows) if r.label in by_row]
+        if points:
+            x, mean, std = zip(*points)
+            x = [v * (1 + 0.03 * (i - len(gains) / 2)) for v in x]  # a little apart so the error bars stay readable
+            ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=method)
+    ax.axhline(0.0, color="grey", linewidth=1, label=reference)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.invert_xaxis()
+    ax.set_xlabel("face resolution (px, both images degraded)")
+    ax.set_ylabel(f"accuracy minus {reference}'s (same seed)")
+    ax.set_title(f"{resolution_rows[0].protocol}: gain over {reference}, mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=3, loc="lower left")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return True
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -275,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     timings = run_jobs(jobs, max(1, args.jobs), args.overrides, args.progress)
     paths = [runs_root / m / f"seed{s}" for m in methods for s in args.seeds]
     runs, rows, written = make_report(paths, out, merge=True)
+    if "arcface" in methods and len(methods) > 1:
+        gains = paired_gains({m: [runs_root / m / f"seed{s}" for s in args.seeds] for m in methods}, rows)
+        atomic_write_text(out / "gains.md", gains_markdown(gains, rows, "arcface"))
+        written.append("gains.md")
+        if plot_gains(gains, rows, out / "gain_over_arcface.png", "arcface"):
+            written.append("gain_over_arcface.png")
     summary = {"suite": args.suite, "quick": args.quick, "seeds": args.seeds, "methods": methods,
                "command": " ".join(["python eval/reproduce.py", *(argv if argv is not None else sys.argv[1:])]),
                "overrides": args.overrides, "jobs": args.jobs, "seconds": timings, "total_seconds": round(time.perf_counter() - started, 1),

@@ -51,8 +51,12 @@ def test_quick_synthetic_suite_runs_every_method_and_fills_every_cell(tmp_path):
         "synthetic surveillance", "synthetic SCface d1", "synthetic SCface d2", "synthetic SCface d3"]
     for row in rows:
         assert all(0.0 <= float(row[c]) <= 1.0 for c in columns), row
-    for name in ("report.md", "report.tex", "accuracy_vs_resolution.png", "cmc_synthetic-scface.png", "suite.json"):
+    for name in ("report.md", "report.tex", "accuracy_vs_resolution.png", "cmc_synthetic-scface.png",
+                 "gain_over_arcface.png", "suite.json"):
         assert (report / name).stat().st_size > 0, name
+    gains = (report / "gains.md").read_text().splitlines()
+    assert gains[0].split(" | ")[1:] == [*[c for c in COLUMNS if c != "arcface"][:-1], "approach2-bounded |"]
+    assert len(gains) == 2 + len(rows)
     summary = json.loads((report / "suite.json").read_text())
     assert set(summary["seconds"]) == {f"{m}/seed0" for m in COLUMNS}
 
