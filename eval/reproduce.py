@@ -265,14 +265,14 @@ def plot_gains(gains: dict[str, dict[str, tuple[float, float, int]]], rows: list
     import matplotlib.pyplot as plt
 
     sizes = [int(r.key) for r in resolution_rows]
-    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.4, 4.4), dpi=120)
     for i, (method, by_row) in enumerate(gains.items()):
         points = [(s, *by_row[r.label][:2]) for s, r in zip(sizes, resolution_rows) if r.label in by_row]
         if points:
             x, mean, std = zip(*points)
             x = [v * (1 + 0.03 * (i - len(gains) / 2)) for v in x]  # a little apart so the error bars stay readable
             ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=method)
-    ax.axhline(0.0, color="grey", linewidth=1, label=reference)
+    ax.axhline(0.0, color="black", linestyle="--", linewidth=1, label=reference)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.minorticks_off()
@@ -281,7 +281,7 @@ def plot_gains(gains: dict[str, dict[str, tuple[float, float, int]]], rows: list
     ax.set_ylabel(f"accuracy minus {reference}'s (same seed)")
     ax.set_title(f"{resolution_rows[0].protocol}: gain over {reference}, mean ± std over seeds")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=3, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
