@@ -10,8 +10,8 @@ float batch (N, 3, 112, 112) in [-1, 1], horizontally flipped with p = 0.5 and h
   does it (cv2.resize INTER_LINEAR to 16 and back with p = 0.5; PIL BILINEAR without cv2), ToTensor,
   Normalize(0.5, 0.5); default collate of float tensors.
 * ``ours``: ``insightface-rec`` in the Trainer's own DataLoader (``Trainer._loader``: ``collate_readable``, batched
-  ``__getitems__``), then, on the whole uint8 batch in the main process as ``Trainer.train_step`` does it, the flip,
-  the ``cross-resolution`` degradation and ``to_network_input``.
+  ``__getitems__``), then, on the uint8 batch in the main process, ``Trainer._prepare`` itself (the flip, the
+  ``cross-resolution`` degradation) and ``to_network_input``, as ``Trainer.train_step`` does them.
 
 Also timed: ``ours_loader_only``, the loader alone (what the CPU does when train_step runs on a GPU).
 
@@ -19,9 +19,10 @@ Each run times ``--batches`` batches after ``--warmup`` batches (worker start-up
 (ABBA...) ``--repeats`` times; the JSON gives every run, the medians and the ratio of the medians. The pack is built
 once into ``--root`` (default /tmp/lrfr-bench-data) and reused:
 
-    python eval/bench_data.py [--workers 2] [--batch 256] [--repeats 3] [--thp] [--device cuda]
+    python eval/bench_data.py [--workers 2] [--batch 256] [--repeats 3] [--thp] [--device cuda] [--pil]
 
-``--device cuda`` runs ours' batch work on the GPU, as ``train_step`` does there; ``--thp`` sets torch's
+``--device cuda`` runs ours' batch work on the GPU, as ``train_step`` does there; ``--pil`` decodes ours with PIL when
+the optional simplejpeg is installed (an install without the ``[fast]`` extra); ``--thp`` sets torch's
 THP_MEM_ALLOC_ENABLE (huge pages for large CPU tensors); ``profile_us_per_img`` times each stage in one process.
 """
 
@@ -150,29 +151,30 @@ def our_loader(root: str, batch: int, workers: int, seed: int) -> torch.utils.da
     stand_in = types.SimpleNamespace(
         parts=types.SimpleNamespace(dataset=create("dataset", "insightface-rec", root=root)),
         config=types.SimpleNamespace(batch_size=batch, num_workers=workers),
-        loader_generator=torch.Generator().manual_seed(seed), device=DEVICE)
+        seed=seed, epoch=0, batch_in_epoch=0, rank=0, world_size=1, device=DEVICE)
     return Trainer._loader(stand_in)
 
 
 def our_batches(loader, seed: int):
-    """What ``Trainer.train_step`` does before the backbone: flip, degradation, network input (whole batch)."""
+    """What ``Trainer.train_step`` does before the backbone, by the Trainer's own code: ``Trainer._prepare`` (uint8
+    batch to the device, flip, the recipe's degradations) on a stand-in holding the study's recipe parts, then
+    ``to_network_input``."""
     from lrfr_plugins import create
+    from lrfr_plugins.engine.trainer import Trainer
     from lrfr_plugins.ops.preprocess import to_network_input
 
-    degradation = create("degradation", "cross-resolution")
-    generator = torch.Generator().manual_seed(seed)
-    for images, labels, _skipped in loader:
-        images = images.to(DEVICE, non_blocking=True)  # uint8 to the device first, as train_step does
-        flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(DEVICE)
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        images = degradation(images, generator).images
+    trainer = types.SimpleNamespace(
+        parts=types.SimpleNamespace(degradations=[create("degradation", "cross-resolution")], quality=None),
+        config=types.SimpleNamespace(hflip=0.5), generator=torch.Generator().manual_seed(seed), device=DEVICE)
+    for images, labels, _indices, _skipped in loader:
+        images, labels, _lr_mask, _quality = Trainer._prepare(trainer, images, labels)
         yield to_network_input(images), labels
 
 
 def our_loader_batches(loader, seed: int):
     """Only what the CPU does when ``train_step`` runs on a GPU: the loader (flip, degradation and network input
     then run on the device). ``.float()`` stands in for the host-side step, to return the same dtype."""
-    for images, labels, _skipped in loader:
+    for images, labels, _indices, _skipped in loader:
         yield images.float(), labels
 
 
@@ -202,10 +204,9 @@ def measure(make_loader, batches_of, args, seed: int) -> float:
 def profile(root: str, batch: int, repeats: int = 5) -> dict:
     """Where the time goes: microseconds per image of each stage, in this process (the main process's torch
     threads), median over ``repeats`` random batches. Worker-side stages include the collate."""
-    from PIL import Image
-
     from lrfr_plugins import create
-    from lrfr_plugins.engine.trainer import collate_readable
+    from lrfr_plugins.engine.trainer import collate_readable, hflip
+    from lrfr_plugins.formats.recordio import decode_image
     from lrfr_plugins.ops.preprocess import to_network_input
 
     ours = create("dataset", "insightface-rec", root=root)
@@ -221,11 +222,10 @@ def profile(root: str, batch: int, repeats: int = 5) -> dict:
         times.setdefault(name, []).append((time.perf_counter() - start) / batch * 1e6)
         return out
 
-    def decode_only(idx):
+    def decode_only(idx):  # the decoder ours uses (simplejpeg when installed and not --pil, else PIL)
         for i in idx:
             _, data = ours.pack.read(i)
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
+            decode_image(data)
 
     for _ in range(repeats):
         idx = rng.permutation(len(ours))[:batch].tolist()
@@ -236,7 +236,7 @@ def profile(root: str, batch: int, repeats: int = 5) -> dict:
         timed("worker_baseline_per_item_and_collate",
               lambda ix: torch.utils.data.default_collate([base[i] for i in ix]), idx)
         flip = torch.rand(batch, generator=generator) < 0.5
-        images = timed("main_flip", lambda x, f: torch.where(f[:, None, None, None], x.flip(-1), x), images, flip)
+        images = timed("main_flip", hflip, images, flip)
         images = timed("main_cross_resolution", lambda x: degradation(x, generator).images, images)
         timed("main_to_network_input", to_network_input, images)
     return {name: round(statistics.median(v), 1) for name, v in times.items()}
@@ -260,6 +260,9 @@ def main() -> None:
                         help="torch threads of the main process (the workers take the cores; 0: torch's default)")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the per-stage timing (in this process) printed as profile_us_per_img")
+    parser.add_argument("--pil", action="store_true",
+                        help="decode with PIL even when the optional simplejpeg ([fast] extra) is installed, as an "
+                             "install without the extra does")
     parser.add_argument("--device", default="cpu",
                         help="where ours runs train_step's flip, degradation and network input (cuda: as on a GPU)")
     args = parser.parse_args()
@@ -269,7 +272,14 @@ def main() -> None:
         parser.error("the pack must hold at least 20,000 images")
     if args.threads:
         torch.set_num_threads(args.threads)
+    from lrfr_plugins.formats import recordio
 
+    if args.pil:  # what decode_image finds when simplejpeg is not installed (workers fork and inherit it)
+        recordio._SIMPLEJPEG = False
+    fast = recordio._simplejpeg()
+    decoder = f"simplejpeg {fast.__version__}" if fast else "PIL"
+
+    load_before = os.getloadavg()
     pack = build_pack(args.root, args.identities, args.per_identity)
     stages = profile(str(args.root), args.batch) if args.profile else None
     paths = {"baseline": (baseline_loader, baseline_batches), "ours": (our_loader, our_batches),
@@ -285,7 +295,9 @@ def main() -> None:
         "pack": pack, "workers": args.workers, "batch": args.batch, "timed_images_per_run": args.batch * args.batches,
         "device": str(DEVICE), "main_threads": torch.get_num_threads(),
         "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0"),
-        "cpus": os.cpu_count(), "resize": "cv2" if cv2 else "PIL",
+        "cpus": os.cpu_count(), "resize": "cv2" if cv2 else "PIL", "ours_jpeg_decoder": decoder,
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "torch": torch.__version__, "python": platform.python_version(),
         "runs_img_per_s": {name: [round(v, 1) for v in vals] for name, vals in runs.items()},
         "median_img_per_s": {name: round(v, 1) for name, v in medians.items()},

@@ -10,7 +10,7 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
   echo "setup: no torch found; installing torch==2.13.0 (CPU build)"
   "$PYTHON" -m pip install --quiet "torch==2.13.0"
 fi
-"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test,fast]"
 # pyenv keeps console scripts behind shims; refresh them so 'lrfr' is on PATH at once.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 echo "setup: lrfr-plugins $("$PYTHON" -c 'import lrfr_plugins; print(lrfr_plugins.__version__)') installed; try: lrfr --help"

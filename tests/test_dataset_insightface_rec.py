@@ -1,6 +1,7 @@
 """The insightface-rec dataset on a pack written by mxnet 1.9.1 (tests/fixtures/mxnet/faces_tiny)."""
 
 import hashlib
+import io
 import json
 import pathlib
 import shutil
@@ -67,3 +68,78 @@ def test_getitems_returns_what_getitem_returns_including_skipped_corrupt_images(
         strict.__getitems__([0, 1])
     loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=1, collate_fn=collate_readable)
     assert sum(s for _, _, s in loader) == 1  # the DataLoader goes through __getitems__ in its workers
+
+
+def _jpeg(rgb, **save):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", **save)
+    return buf.getvalue()
+
+
+def _pil_rgb(data):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _jpegs():
+    """Face-sized JPEGs of every kind the decoders meet: YCbCr 4:4:4 / 4:2:2 / 4:2:0 at two qualities, smooth and
+    noisy, progressive, another size, and greyscale."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    smooth = np.repeat(np.repeat(rng.integers(0, 256, (14, 14, 3), dtype=np.uint8), 8, 0), 8, 1)
+    noise = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    cases = [_jpeg(img, quality=q, subsampling=sub) for img in (smooth, noise) for q in (75, 95) for sub in (0, 1, 2)]
+    return noise, cases + [_jpeg(noise, quality=90, progressive=True), _jpeg(noise[:100, :90], quality=95),
+                           _jpeg(noise[..., 0], quality=90)]
+
+
+@pytest.mark.parametrize("decoder", ["pil", "simplejpeg"])
+def test_fast_jpeg_decoding_gives_pils_pixels(decoder, monkeypatch):
+    """JPEGs skip ``Image.open``/``load``: PIL's own decoder on the bytes, or simplejpeg with the ``[fast]`` extra.
+    Same pixels as the open path, into the batch slot when it fits; CMYK, PNG and undecodable data take the open
+    path as before (the PIL route also leaves greyscale to it)."""
+    import numpy as np
+    from PIL import Image
+
+    from lrfr_plugins.formats import recordio
+
+    if decoder == "simplejpeg":
+        pytest.importorskip("simplejpeg")
+    monkeypatch.setattr(recordio, "_SIMPLEJPEG", None if decoder == "simplejpeg" else False)
+    noise, cases = _jpegs()
+    for k, data in enumerate(cases):
+        grey = k == len(cases) - 1
+        assert (recordio._decode_fast(data, None) is None) == (grey and decoder == "pil")
+        slot = np.zeros((2, 112, 112, 3), dtype=np.uint8)[1]
+        got = recordio.decode_image(data, out=slot)
+        assert np.array_equal(got, _pil_rgb(data)) and got.flags.writeable
+        assert (got is slot) == (got.shape == (112, 112, 3))
+    cmyk, png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(noise).convert("CMYK").save(cmyk, format="JPEG")
+    Image.fromarray(noise).save(png, format="PNG")
+    for other in (cmyk.getvalue(), png.getvalue()):
+        assert recordio._decode_fast(other, None) is None
+        assert np.array_equal(recordio.decode_image(other), _pil_rgb(other))
+    broken = cases[0][:300] + b"\x00" * 500
+    assert recordio._decode_fast(broken, None) is None and recordio._jpeg_frame(cases[0][:150]) is None
+    with pytest.raises(DataError, match="cannot decode"):
+        recordio.decode_image(broken)
+
+
+def test_items_are_the_same_with_each_jpeg_decoder(monkeypatch, registry):
+    """The open path, PIL's decoder on the bytes and (when installed) simplejpeg give the mxnet fixture's items."""
+    from lrfr_plugins.formats import recordio
+
+    data = registry.create("dataset", "insightface-rec", root=str(FIXTURES / "faces_tiny"))
+    default = [data[i][0] for i in range(len(data))]
+    monkeypatch.setattr(recordio, "_decode_fast", lambda data, out: None)  # the open path only
+    assert all(torch.equal(data[i][0], default[i]) for i in range(len(data)))
+    assert all(torch.equal(a, b[0]) for a, b in zip(default, data.__getitems__(list(range(len(data))))))
+    monkeypatch.undo()
+    monkeypatch.setattr(recordio, "_SIMPLEJPEG", False)  # as when the optional package is not installed
+    assert all(torch.equal(a, b[0]) for a, b in zip(default, data.__getitems__(list(range(len(data))))))

@@ -313,3 +313,88 @@ def test_runs_on_the_batch_device(registry):
     assert gpu.images.is_cuda and gpu.lr_mask.is_cuda
     assert torch.equal(gpu.lr_mask.cpu(), cpu.lr_mask)
     assert (gpu.images.cpu().int() - cpu.images.int()).abs().max().item() <= 1
+
+
+# ----------------------------------------------------- the fast bilinear path and the rest of train_step's batch work
+def _interpolate_down_up(x, s, rounding="round", quantize_lr=True):
+    """The reference: torch's ``interpolate`` both ways, as ``resize_down_up`` computed the study's case before."""
+    q = (lambda t: t.clamp(0, 255).round()) if rounding == "round" else (lambda t: t.clamp(0, 255).floor())
+    small = F.interpolate(x.float(), size=(s, s), mode="bilinear", align_corners=False, antialias=False)
+    small = q(small) if quantize_lr else small
+    return q(F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)).to(torch.uint8)
+
+
+@pytest.mark.parametrize("images", [faces, batch], ids=["faces", "noise"])
+def test_fast_bilinear_equals_interpolate(images):
+    """The matrix-product kernel uses torch's taps and weights: identical at sizes that divide 112 (the study's 16
+    among them; measured 0 differences on 128 noise images), and within 1 grey level where a float .5 tie can tip
+    (measured: a few hundred of 4.8 M values at 13, 37, 100 px). With ``rounding: truncate`` an integer result can
+    land a float ulp below itself, so that case is within 1 grey level at every size."""
+    x = images(6)
+    for s in (7, 14, 16, 28, 56):
+        assert torch.equal(resize_down_up(x, s), _interpolate_down_up(x, s))
+    for s in (1, 5, 13, 37, 100, 111):
+        assert _max_diff(resize_down_up(x, s), _interpolate_down_up(x, s)) <= 1
+    for kw in ({"rounding": "truncate"}, {"quantize_lr": False}):
+        assert _max_diff(resize_down_up(x, 20, **kw), _interpolate_down_up(x, 20, **kw)) <= 1
+    # truncation tips at integers (x.99999 vs x), which a uniform region hits often: within 1 there too
+    assert _max_diff(resize_down_up(x, 16, rounding="truncate"), _interpolate_down_up(x, 16, rounding="truncate")) <= 1
+    assert torch.equal(resize_down_up(x, 16, quantize_lr=False), _interpolate_down_up(x, 16, quantize_lr=False))
+
+
+def test_fast_bilinear_on_non_square_inputs_and_mixed_sizes():
+    x = batch(4)[:, :, :, :96].contiguous()  # 112 x 96
+    for s in (16, 24, 50):
+        assert _max_diff(resize_down_up(x, s), _interpolate_down_up(x, s)) <= 1
+    mixed = resize_down_up(x, [16, 200, 7, 16])
+    assert torch.equal(mixed[1], x[1])  # a size >= the input: unchanged
+    for i, s in ((0, 16), (2, 7), (3, 16)):
+        assert torch.equal(mixed[i], resize_down_up(x[i:i + 1], s)[0])
+    one = resize_down_up(x, 16)  # one size for the whole batch: a new tensor, the input untouched
+    assert one.data_ptr() != x.data_ptr() and torch.equal(x, batch(4)[:, :, :, :96])
+
+
+def test_put_rows_and_hflip_equal_the_plain_torch_ops():
+    from lrfr_plugins.engine.trainer import hflip
+    from lrfr_plugins.ops.resize import put_rows_
+
+    x = batch(9)
+    index = torch.tensor([7, 0, 4])
+    rows = batch(3, seed=1)
+    assert torch.equal(put_rows_(x.clone(), index, rows), x.clone().index_copy_(0, index, rows))
+    for flip in (torch.rand(9, generator=torch.Generator().manual_seed(2)) < 0.5, torch.zeros(9, dtype=torch.bool),
+                 torch.ones(9, dtype=torch.bool)):
+        before = x.clone()
+        assert torch.equal(hflip(x, flip), torch.where(flip[:, None, None, None], x.flip(-1), x))
+        assert torch.equal(x, before)  # a new tensor: the caller's batch is left as it was
+
+
+def test_to_network_input_values_are_the_reference_formula():
+    from lrfr_plugins.ops.preprocess import to_network_input
+
+    x = batch(3)
+    x[0, 0, 0, :3] = torch.tensor([0, 255, 127], dtype=torch.uint8)
+    out = to_network_input(x)
+    assert out.dtype == torch.float32 and out.is_contiguous() and out.shape == x.shape
+    assert torch.equal(out, (x.float() - 127.5) / 127.5)
+    assert out[0, 0, 0, :2].tolist() == [-1.0, 1.0]
+    assert torch.equal(to_network_input(x[:, :, :, ::2]), (x[:, :, :, ::2].float() - 127.5) / 127.5)  # a view
+    with pytest.raises(TypeError, match="expected uint8"):
+        to_network_input(x.float())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fast_bilinear_and_batch_work_on_the_batch_device(registry):
+    from lrfr_plugins.engine.trainer import hflip
+    from lrfr_plugins.ops.preprocess import to_network_input
+
+    x = faces(8)
+    deg = registry.create("degradation", "cross-resolution")
+    cpu = deg(x, torch.Generator().manual_seed(0))
+    gpu = deg(x.cuda(), torch.Generator().manual_seed(0))
+    assert gpu.images.is_cuda and torch.equal(gpu.lr_mask.cpu(), cpu.lr_mask)
+    assert (gpu.images.cpu().int() - cpu.images.int()).abs().max().item() <= 1
+    assert _max_diff(resize_down_up(x.cuda(), 13).cpu(), _interpolate_down_up(x, 13)) <= 1
+    flip = torch.tensor([True, False] * 4)
+    assert torch.equal(hflip(x.cuda(), flip.cuda()).cpu(), hflip(x, flip))
+    assert torch.allclose(to_network_input(x.cuda()).cpu(), to_network_input(x))

@@ -51,7 +51,7 @@ def test_run_checkpoint_state_dict_and_onnx_agree(run_dir, registry, tmp_path):
     torch.save(state, tmp_path / "backbone.pth")
     with pytest.raises(LrfrError, match=r"backbone.pth: a bare state dict does not say its architecture.*--backbone"):
         results_of(registry, tmp_path / "backbone.pth")
-    with pytest.raises(LrfrError, match=r"backbone.pth: does not fit backbone 'tiny'"):
+    with pytest.raises(LrfrError, match=r"tiny: weights file .*backbone.pth does not match the model"):
         results_of(registry, tmp_path / "backbone.pth", backbone="tiny")  # default widths differ from the run's
     onnx = results_of(registry, run_dir / "model.onnx")
     for size in by_run:

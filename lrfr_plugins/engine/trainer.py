@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..errors import LrfrError
 from ..ops.preprocess import to_network_input
+from ..ops.resize import put_rows_
 from ..recipe import OptimizerConfig, TrainConfig
 from .checkpoint import save_checkpoint
 from . import distributed as D
@@ -73,6 +74,14 @@ class TrainComponents:
     dataset: Any
     degradations: list[Any]
     quality: Any | None
+
+
+def hflip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """The batch with the images where ``flip`` (bool, one per image) is true mirrored left-right; a new tensor.
+    Only those images are flipped and copied: ``torch.where`` over the whole batch cost 4x more CPU (34 vs 7 us an
+    image)."""
+    index = flip.nonzero().squeeze(1)
+    return put_rows_(images.clone(), index, images.index_select(0, index).flip(-1))
 
 
 def lr_factor(step: int, epoch: int, total_steps: int, config: TrainConfig) -> float:
@@ -209,7 +218,7 @@ class Trainer:
         lr_mask = torch.zeros(images.shape[0], dtype=torch.bool, device=self.device)
         if self.config.hflip > 0:
             flip = (torch.rand(images.shape[0], generator=self.generator) < self.config.hflip).to(self.device)
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+            images = hflip(images, flip)
         for degradation in parts.degradations:
             out = degradation(images, self.generator)
             images, lr_mask = out.images, lr_mask | out.lr_mask.to(self.device)

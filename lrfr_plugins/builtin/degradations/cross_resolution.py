@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 
 from ...api import Degradation, DegradedBatch, param
-from ...ops.resize import Mode, Rounding, check_modes, resize_down_up
+from ...ops.resize import Mode, Rounding, check_modes, put_rows_, resize_down_up
 
 Preset = Literal["lozhkina", "knoche", "none"]
 
@@ -123,6 +123,6 @@ class CrossResolution(Degradation):
             return DegradedBatch(images, lr_mask.to(images.device))
         out = images.clone()
         dev_idx = idx.to(images.device)
-        out[dev_idx] = resize_down_up(images[dev_idx], sizes, down=p.down, up=p.up, antialias=p.antialias,
-                                      rounding=p.rounding, quantize_lr=p.quantize_lr)
+        put_rows_(out, dev_idx, resize_down_up(images.index_select(0, dev_idx), sizes, down=p.down, up=p.up,
+                                               antialias=p.antialias, rounding=p.rounding, quantize_lr=p.quantize_lr))
         return DegradedBatch(out, lr_mask.to(images.device))
