@@ -5,8 +5,8 @@ Approach 2 on LFW at 112..7 px, QMUL-SurvFace and SCface. Both suites run the st
 (``recipes/<method>.yaml``: its heads, margins, quality estimators and fine-tuners; Octuplet and DeriveNet fine-tune
 the ArcFace run, as in the study) and end with ``lrfr report --merge-seeds`` in the study's layout:
 
-* ``--suite synthetic`` (CPU, about half an hour for the default two seeds on 2 cores): the study's heads, quality estimators and
-  fine-tuners on the embedded default's data, network and schedule (``recipes/demo.yaml``: built-in synthetic faces,
+* ``--suite synthetic`` (CPU, about half an hour for the default two seeds on 2 cores): the study's heads, quality
+  estimators and fine-tuners on the embedded default's data, network and schedule (``recipes/demo.yaml``: built-in synthetic faces,
   the tiny CPU network, cross-resolution batches) and its three benchmark stand-ins (LFW-style pairs at 112..7 px,
   SurvFace-style native captures, SCface-style mugshots against probes at three distances). The fine-tuners keep
   the study's ratio of fine-tuning to training (6 epochs against 18: a third of the training images). ``--quick``
@@ -15,11 +15,12 @@ the ArcFace run, as in the study) and end with ``lrfr report --merge-seeds`` in 
   DIR/faces_webface_112x112 (InsightFace CASIA-WebFace pack), DIR/lfw_crop + DIR/lfw/pairs.txt, DIR/QMUL-SurvFace,
   DIR/SCface. ``--max-steps N`` caps every training and fine-tuning (a smoke test of the whole pipeline).
 
-Each run is ``lrfr run`` in its own process, in RUNS/<method>/seed<k> (its printed table in seed<k>.stdout.txt), two
-at a time on one thread each by default (``--jobs``); a finished run (metrics.json) is kept and a started one
-resumed, so the command can be stopped and run again. ``--set PATH=VALUE`` is passed to every run after
-the suite's own settings. The report goes to OUT (report.md/.csv/.tex, plots) with ``suite.json``: the commands,
-seeds, machine and the time each run took.
+Each run is ``lrfr run`` in its own process, in RUNS/<method>/seed<k> (its printed table in seed<k>.stdout.txt); the
+synthetic suite runs two at a time on one thread each (``--jobs``). A finished run (metrics.json) is kept and a
+started one resumed, so the command can be stopped and run again. ``--set PATH=VALUE`` is passed to every run after
+the suite's own settings. The report goes to OUT: report.md/.csv/.tex and plots, ``gains.md`` and
+``gain_over_arcface.png`` (each method minus ArcFace, paired by seed), and ``suite.json`` (the commands, seeds,
+machine and the time each run took).
 
     python eval/reproduce.py --suite synthetic                      # two seeds
     python eval/reproduce.py --suite synthetic --seeds 0 1 2        # the table in eval/README.md
@@ -306,9 +307,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, help="paper suite: cap every training and fine-tuning at N steps")
     parser.add_argument("--runs", type=pathlib.Path, help="where the runs go (default: runs/reproduce-SUITE)")
     parser.add_argument("--out", type=pathlib.Path, help="where the report goes (default: RUNS/report)")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                        help="runs at a time, each on one CPU thread (default: 2 on 2+ cores; on this 2-core machine "
-                             "two one-thread runs train about twice as fast as one two-thread run). Use 1 on a GPU.")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs at a time, each on one CPU thread when more than one (default: 2 for the synthetic "
+                             "suite on 2+ cores, where two one-thread runs train about twice as fast as one two-thread "
+                             "run; 1 for the paper suite, whose runs each want the whole GPU)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                         help="passed to every 'lrfr run' after the suite's settings; repeatable")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
@@ -322,6 +324,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("--quick is for the synthetic suite; cap a paper run with --max-steps N")
     elif args.data_root is not None or args.max_steps is not None:
         parser.error("--data-root and --max-steps belong to --suite paper")
+    if args.jobs is None:
+        args.jobs = 1 if args.suite == "paper" else min(2, os.cpu_count() or 1)
     return args
 
 

@@ -111,7 +111,7 @@ SMALL = ["--set", "backbone.name=tiny", "--set", "train.batch_size=8", "--set", 
 def test_paper_suite_runs_the_study_recipes_on_the_real_layouts(tmp_path, paper_data):
     runs, report = tmp_path / "runs", tmp_path / "report"
     result = reproduce("--suite", "paper", "--data-root", str(paper_data), "--seeds", "0", "--max-steps", "2",
-                       "--runs", str(runs), "--out", str(report), *SMALL)
+                       "--jobs", "2", "--runs", str(runs), "--out", str(report), *SMALL)
     assert result.returncode == 0, result.stderr[-3000:]
     columns, rows = read_table(report)
     assert columns == COLUMNS
