@@ -187,7 +187,13 @@ def run_jobs(jobs: list[Job], parallel: int, overrides: list[str], progress: boo
     dependencies allow; finished runs (metrics.json) are kept. Seconds per job."""
     done = {j.key for j in jobs if (j.run_dir / "metrics.json").is_file()}
     bar = tqdm(total=len(jobs), initial=len(done), desc="reproduce", unit="run", disable=not progress)
-    say = bar.write if progress else lambda text: print(text, file=sys.stderr, flush=True)
+
+    def say(text: str) -> None:  # on stderr, like the bar: stdout carries only the table
+        if progress:
+            bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     for key in [j.key for j in jobs if j.key in done]:
         say(f"reproduce: {key} is finished; kept")
     waiting = [j for j in jobs if j.key not in done]
