@@ -26,7 +26,9 @@ def markdown_table(rows: list[dict[str, Any]], columns: Iterable[str] | None = N
 def results_markdown(run_name: str, evaluations: list[dict[str, Any]], train: dict[str, Any] | None = None) -> str:
     """The run's results.md: a table per protocol, with the settings that produced the numbers under it."""
     parts = [f"# Results: {run_name}", ""]
-    if train:
+    if train and not train.get("steps"):
+        parts += ["No margin training (train.epochs: 0): the backbone came from its weights.", ""]
+    elif train:
         parts += [f"Trained {train.get('steps')} steps ({train.get('epochs')} epochs) in "
                   f"{train.get('train_seconds')} s; final loss {_cell(train.get('final_loss'))}."
                   + (f" Skipped {train['skipped_images']} corrupt images (see run.log)." if train.get("skipped_images")

@@ -63,8 +63,10 @@ def test_quick_synthetic_suite_runs_every_method_and_fills_every_cell(tmp_path):
     # The fine-tuners start from the ArcFace run of their seed, and train no margin head of their own.
     octuplet = yaml.safe_load((runs / "octuplet" / "seed0" / "recipe.resolved.yaml").read_text())
     assert octuplet["backbone"]["params"]["weights"] == str(runs / "arcface" / "seed0" / "checkpoint.pt")
-    metrics = json.loads((runs / "derivenet" / "seed0" / "metrics.json").read_text())
-    assert metrics["train"]["steps"] == 0 and metrics["finetune"][0]["steps"] == 12
+    metrics = json.loads((runs / "derivenet" / "seed0" / "metrics.json").read_text(),
+                         parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}, which is not JSON"))
+    assert metrics["train"]["steps"] == 0 and metrics["train"]["final_loss"] is None
+    assert metrics["finetune"][0]["steps"] == 12
     # The study's heads at its settings; the variant differs from Approach 2 only in its margin mapping.
     heads = {m: yaml.safe_load((runs / m / "seed0" / "recipe.resolved.yaml").read_text())["head"]["params"]
              for m in ("arcface", "approach2", "approach2-bounded")}

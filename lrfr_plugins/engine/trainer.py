@@ -317,9 +317,9 @@ class Trainer:
             bar.close()
             log_file.close()
         images_seen = self.step * config.batch_size
-        return {"epochs": self.epoch, "steps": self.step, "final_loss": self.last_loss,
-                "train_seconds": round(self.seconds, 2),
-                "images_per_second": round(images_seen / self.seconds, 1) if self.seconds > 0 else math.nan,
+        return {"epochs": self.epoch, "steps": self.step,  # None, not NaN, without a step: metrics.json stays JSON
+                "final_loss": self.last_loss if self.step else None, "train_seconds": round(self.seconds, 2),
+                "images_per_second": round(images_seen / self.seconds, 1) if self.seconds > 0 else None,
                 "num_classes": self.parts.dataset.num_classes, "num_images": len(self.parts.dataset),
                 "skipped_images": self.skipped_images, "amp": config.amp}
 
