@@ -76,6 +76,33 @@ def plot_resolution_series(series: Sequence[Series], path: pathlib.Path, title: 
     return True
 
 
+def plot_gain_series(series: Sequence[Series], path: pathlib.Path, title: str, reference: str) -> bool:
+    """Accuracy minus ``reference``'s against resolution, one line per method with its std as error bars, the lines
+    a little apart so the bars stay readable, the legend beside the axes."""
+    series = [(name, points) for name, points in series if points]
+    if not series:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.4, 4.4), dpi=120)
+    for i, (name, points) in enumerate(series):
+        sizes, gain, spread = zip(*points)
+        ax.errorbar([x * (1 + 0.03 * (i - len(series) / 2)) for x in sizes], gain, yerr=spread, marker="o", capsize=3,
+                    label=name)
+    ax.axhline(0.0, color="black", linestyle="--", linewidth=1, label=reference)
+    all_sizes = sorted({x for _, pts in series for x, _, _ in pts})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(all_sizes, [str(s) for s in all_sizes])
+    ax.minorticks_off()
+    ax.invert_xaxis()
+    ax.set_xlabel("face resolution (px, both images degraded)")
+    ax.set_ylabel(f"accuracy minus {reference}'s (same seed)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(fig, path)
+    return True
+
+
 def plot_accuracy_vs_resolution(evaluations: list[dict[str, Any]], path: pathlib.Path, title: str) -> bool:
     """A run's (or one evaluation's) accuracy against resolution, one line per protocol."""
     return plot_resolution_series([(ev["protocol"], resolution_points(ev)) for ev in evaluations], path, title)
