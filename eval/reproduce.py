@@ -57,11 +57,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 #: The study's columns, in its order.
 METHODS = ("cosface", "sphereface", "arcface", "octuplet", "derivenet", "adaface", "approach1", "approach2")
-#: Variants that are not in the study's table: name -> (study recipe, changes). The report's proposed fix of
-#: Approach 2: margins bounded to [0.35, 0.5] instead of 1/q (REFERENCE.md §7.3).
-VARIANTS = {"approach2-bounded": ("approach2", {"mapping": "bounded"})}
+#: Variants that are not in the study's table: name -> (study recipe, changes as dotted recipe paths, applied last).
+#: The report's proposed fix of Approach 2: margins bounded to [0.35, 0.5] instead of 1/q (REFERENCE.md §7.3).
+#: ArcFace without cross-resolution batches: what those batches buy, and the teacher that lr-distill starts from.
+VARIANTS = {"approach2-bounded": ("approach2", {"head.params.mapping": "bounded"}),
+            "arcface-hr": ("arcface", {"degradations": []})}
+#: Beyond the study: label-free cross-resolution distillation (recipes/lr-distill.yaml) of the ArcFace trained
+#: without cross-resolution batches, the usual way to make a strong full-resolution model hold up at low resolution.
+EXTENSIONS = ("lr-distill",)
+ALL_METHODS = (*METHODS, *VARIANTS, *EXTENSIONS)
 #: Fine-tuning methods start from another method's run of the same seed (the study fine-tuned its ArcFace).
-STARTS_FROM = {"octuplet": "arcface", "derivenet": "arcface"}
+STARTS_FROM = {"octuplet": "arcface", "derivenet": "arcface", "lr-distill": "arcface-hr"}
 #: The study's fine-tuning length relative to its training: 6 epochs against 18 (REFERENCE.md §11.1).
 FINETUNE_SHARE = 6 / 18
 #: The recipes' convention for where the real data sets live; --data-root replaces it.
@@ -96,12 +102,24 @@ def with_seed(slot: dict[str, Any], seed: int, steps: int | None) -> dict[str, A
 
 
 def study_recipe(method: str) -> dict[str, Any]:
-    """recipes/<method>.yaml with its extends chain resolved; a variant is its base with the head's changes."""
-    source, changes = VARIANTS.get(method, (method, {}))
+    """recipes/<method>.yaml with its extends chain resolved (a variant's: its source recipe's)."""
+    source = VARIANTS.get(method, (method, {}))[0]
     recipe, _ = load_recipe_data(RECIPES / f"{source}.yaml")
     recipe.pop("extends", None)
     recipe["name"] = method
-    recipe["head"] = {**recipe["head"], "params": {**(recipe["head"].get("params") or {}), **changes}}
+    return recipe
+
+
+def apply_changes(recipe: dict[str, Any], method: str) -> dict[str, Any]:
+    """A variant's changes (``{"head.params.mapping": "bounded"}``) set into ``recipe``, after the suite's own."""
+    for dotted, value in VARIANTS.get(method, (method, {}))[1].items():
+        *parents, leaf = dotted.split(".")
+        node = recipe
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = value
     return recipe
 
 
@@ -129,13 +147,16 @@ def synthetic_recipe(method: str, seed: int, start: pathlib.Path | None, quick: 
         for slot in study["finetune"]:
             steps = QUICK_STEPS if quick else math.ceil(FINETUNE_SHARE * train_images / images_per_step(slot))
             recipe["finetune"].append(with_seed(slot, seed, steps))
-    return recipe
+    return apply_changes(recipe, method)
 
 
 def paper_recipe(method: str, seed: int, start: pathlib.Path | None, data_root: pathlib.Path,
                  max_steps: int | None) -> dict[str, Any]:
     """The study's recipe as it is, its /data folders moved to ``data_root``."""
     recipe = study_recipe(method)
+    if method in STARTS_FROM:  # data, network and benchmarks of the run it fine-tunes
+        start_recipe = study_recipe(STARTS_FROM[method])
+        recipe.update({k: start_recipe[k] for k in ("data", "backbone", "eval")})
     recipe["seed"] = seed
 
     def moved(value: Any) -> Any:
@@ -149,9 +170,9 @@ def paper_recipe(method: str, seed: int, start: pathlib.Path | None, data_root: 
         recipe["train"]["max_steps"] = max_steps
     if recipe.get("finetune"):
         assert start is not None
-        recipe["backbone"]["params"]["weights"] = str(start / "checkpoint.pt")
+        recipe["backbone"]["params"] = {**recipe["backbone"].get("params", {}), "weights": str(start / "checkpoint.pt")}
         recipe["finetune"] = [with_seed(slot, seed, max_steps) for slot in recipe["finetune"]]
-    return recipe
+    return apply_changes(recipe, method)
 
 
 def lrfr_command() -> list[str]:
@@ -270,9 +291,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", type=pathlib.Path, help="paper suite: folder holding the data sets")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                         help="run seeds (default: 0 1; each seed adds about 16 minutes of the synthetic suite on 2 cores)")
-    parser.add_argument("--methods", nargs="+", choices=[*METHODS, *VARIANTS], default=[*METHODS, *VARIANTS],
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(ALL_METHODS),
                         help="a subset, in any order (a fine-tuner also runs the method it starts from); default: the "
-                             "study's eight and approach2-bounded, its report's proposed fix")
+                             "study's eight, approach2-bounded (its report's proposed fix), arcface-hr (ArcFace "
+                             "without cross-resolution batches) and lr-distill (arcface-hr distilled)")
     parser.add_argument("--quick", action="store_true", help="synthetic suite: a few steps, small test sets (CI)")
     parser.add_argument("--max-steps", type=int, help="paper suite: cap every training and fine-tuning at N steps")
     parser.add_argument("--runs", type=pathlib.Path, help="where the runs go (default: runs/reproduce-SUITE)")
@@ -305,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_root = args.runs or ROOT / "runs" / f"reproduce-{args.suite}{'-quick' if args.quick else ''}"
     out = args.out or runs_root / "report"
     wanted = set(args.methods) | {STARTS_FROM[m] for m in args.methods if m in STARTS_FROM}
-    methods = [m for m in [*METHODS, *VARIANTS] if m in wanted]
+    methods = [m for m in ALL_METHODS if m in wanted]
     # Fine-tuners last within a seed: their starting run must exist first.
     order = [m for m in methods if m not in STARTS_FROM] + [m for m in methods if m in STARTS_FROM]
     jobs = []

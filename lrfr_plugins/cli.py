@@ -181,13 +181,27 @@ def show(kind: str, name: str, as_json: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path),
               help="Also write eval.json (with ROC/CMC curves), results.md and plots into this folder.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars (default: on; off with --json).")
+@click.option("--input-mean", type=float, metavar="FLOAT",
+              help="ONNX models: feed (pixel - MEAN) / STD of 0..255 pixels. Default: inferred from the graph, 0 when "
+                   "the input reaches a constant Sub/Add/Mul/Div or BatchNormalization before the first Conv (the "
+                   "graph normalises its own input), else 127.5.")
+@click.option("--input-std", type=float, metavar="FLOAT",
+              help="ONNX models: the divisor STD (default: inferred, 1 or 127.5 as for --input-mean).")
+@click.option("--bgr/--rgb", "bgr", default=None,
+              help="ONNX models: channel order the model was trained on (default: RGB, InsightFace's; a graph does "
+                   "not tell).")
+@click.option("--output", "output_name", metavar="NAME",
+              help="ONNX models: the output that is the embedding, for a model with several outputs.")
 def eval_(model: pathlib.Path, protocol: str, assignments: tuple[str, ...], backbone: str | None, device: str,
-          batch_size: int, as_json: bool, out: pathlib.Path | None, progress: bool) -> None:
+          batch_size: int, as_json: bool, out: pathlib.Path | None, progress: bool, input_mean: float | None,
+          input_std: float | None, bgr: bool | None, output_name: str | None) -> None:
     """Measure MODEL on one protocol at low resolution.
 
     MODEL is a run directory of 'lrfr run', a checkpoint, a bare state dict (with --backbone), an ONNX
     recognition model or an InsightFace model-pack folder (e.g. ~/.insightface/models/buffalo_l). ONNX models
-    are fed as InsightFace feeds them (RGB, (x - 127.5) / 127.5).
+    are fed as their graph says: raw 0..255 pixels when the graph normalises its own input (the input tensor
+    reaches a constant Sub/Mul/... or a BatchNormalization before the first Conv), else RGB
+    (x - 127.5) / 127.5; the 'input:' line says which and why. --input-mean/--input-std/--bgr override that.
 
     \b
       lrfr eval runs/approach2 -p lfw --set root=/data/lfw_crop --set pairs=/data/pairs.txt
@@ -196,7 +210,10 @@ def eval_(model: pathlib.Path, protocol: str, assignments: tuple[str, ...], back
     from . import evaluate as ev
 
     loaded, result = ev.evaluate(model, protocol, assignments, registry=_registry(), backbone=backbone,
-                                 device=device, batch_size=batch_size, progress=progress and not as_json)
+                                 device=device, batch_size=batch_size, progress=progress and not as_json,
+                                 input_mean=input_mean, input_std=input_std, bgr=bgr, output=output_name)
+    if as_json and ev.feeding_warning(loaded):
+        click.echo(ev.feeding_warning(loaded), err=True)  # the text form carries it itself
     click.echo(ev.as_json(loaded, result) if as_json else ev.as_text(loaded, result))
     if out is not None:
         written = ev.write_outputs(out, loaded, result)

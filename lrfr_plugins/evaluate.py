@@ -34,11 +34,16 @@ def protocol_params(assignments: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 def evaluate(model_path: str | pathlib.Path, protocol: str, assignments: tuple[str, ...] | list[str], *,
              registry: Any, backbone: str | None = None, device: str = "auto", batch_size: int = 256,
-             progress: bool = True) -> tuple[LoadedModel, dict[str, Any]]:
-    """Build the protocol first (so a wrong parameter fails before a model loads), then measure the model."""
+             progress: bool = True, input_mean: float | None = None, input_std: float | None = None,
+             bgr: bool | None = None, output: str | None = None) -> tuple[LoadedModel, dict[str, Any]]:
+    """Build the protocol first (so a wrong parameter fails before a model loads), then measure the model.
+
+    ``input_mean``/``input_std``/``bgr``/``output`` apply to ONNX models (see ``lrfr_plugins.onnx_model.feeding``).
+    """
     plugin = registry.create("protocol", protocol, **protocol_params(assignments))
     plugin.check()
-    model = load_model(model_path, registry=registry, backbone=backbone, device=device, batch_size=batch_size)
+    model = load_model(model_path, registry=registry, backbone=backbone, device=device, batch_size=batch_size,
+                       input_mean=input_mean, input_std=input_std, bgr=bgr, output=output)
     result = plugin.evaluate(model.embed, progress=progress).as_dict()
     return model, result
 
@@ -49,11 +54,21 @@ def as_json(model: LoadedModel, result: dict[str, Any]) -> str:
                        "model": model.description})
 
 
+def feeding_warning(model: LoadedModel) -> str | None:
+    """The line telling an InsightFace user that ArcFaceONNX would feed this ONNX model differently, if it would."""
+    return (model.description.get("feeding") or {}).get("insightface_warning")
+
+
 def as_text(model: LoadedModel, result: dict[str, Any]) -> str:
     settings = result.get("settings") or {}
+    feeding = model.description.get("feeding")
     lines = [f"# {result['protocol']}" + (f" (preset {result['preset']})" if result.get("preset") else ""),
-             f"model: {model.description.get('kind')} {model.description.get('path')}", "",
-             markdown_table(result["rows"]), ""]
+             f"model: {model.description.get('kind')} {model.description.get('path')}"]
+    if feeding:
+        lines += [f"input: {feeding['summary']}", f"output: {feeding['output_name']}"]
+    if feeding_warning(model):
+        lines.append(feeding_warning(model))
+    lines += ["", markdown_table(result["rows"]), ""]
     if settings:
         lines.append("Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     return "\n".join(lines)

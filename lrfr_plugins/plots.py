@@ -103,9 +103,15 @@ def plot_gain_series(series: Sequence[Series], path: pathlib.Path, title: str, r
     return True
 
 
-def plot_accuracy_vs_resolution(evaluations: list[dict[str, Any]], path: pathlib.Path, title: str) -> bool:
-    """A run's (or one evaluation's) accuracy against resolution, one line per protocol."""
-    return plot_resolution_series([(ev["protocol"], resolution_points(ev)) for ev in evaluations], path, title)
+def plot_accuracy_vs_resolution(evaluations: list[dict[str, Any]], path: pathlib.Path, title: str, *,
+                                before_finetune: Sequence[dict[str, Any]] = ()) -> bool:
+    """A run's (or one evaluation's) accuracy against resolution, one line per protocol; with ``before_finetune``,
+    the starting model's line beside each fine-tuned one."""
+    if not before_finetune:
+        return plot_resolution_series([(ev["protocol"], resolution_points(ev)) for ev in evaluations], path, title)
+    series = [(f"{ev['protocol']}, before fine-tuning", resolution_points(ev)) for ev in before_finetune]
+    series += [(f"{ev['protocol']}, fine-tuned", resolution_points(ev)) for ev in evaluations]
+    return plot_resolution_series(series, path, title)
 
 
 def plot_curve_panels(panels: Sequence[tuple[str, Sequence[tuple[str, dict[str, list[float]]]]]],

@@ -23,8 +23,21 @@ def markdown_table(rows: list[dict[str, Any]], columns: Iterable[str] | None = N
     return "\n".join(out)
 
 
-def results_markdown(run_name: str, evaluations: list[dict[str, Any]], train: dict[str, Any] | None = None) -> str:
-    """The run's results.md: a table per protocol, with the settings that produced the numbers under it."""
+def _before_and_after(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of both evaluations interleaved (each row of the starting model above the fine-tuned one)."""
+    rows = []
+    for i, row in enumerate(after):
+        if i < len(before):
+            rows.append({"model": "before fine-tuning", **before[i]})
+        rows.append({"model": "fine-tuned", **row})
+    return rows
+
+
+def results_markdown(run_name: str, evaluations: list[dict[str, Any]], train: dict[str, Any] | None = None, *,
+                     before_finetune: list[dict[str, Any]] | None = None) -> str:
+    """The run's results.md: a table per protocol, with the settings that produced the numbers under it; with
+    ``before_finetune`` (the same protocols on the starting model), both models' rows in each table."""
+    before = {ev["protocol"]: ev for ev in before_finetune or []}
     parts = [f"# Results: {run_name}", ""]
     if train and not train.get("steps"):
         parts += ["No margin training (train.epochs: 0): the backbone came from its weights.", ""]
@@ -34,7 +47,8 @@ def results_markdown(run_name: str, evaluations: list[dict[str, Any]], train: di
                   + (f" Skipped {train['skipped_images']} corrupt images (see run.log)." if train.get("skipped_images")
                      else ""), ""]
     for ev in evaluations:
-        parts += [f"## {ev['protocol']}", "", markdown_table(ev["rows"]), ""]
+        rows = _before_and_after(before[ev["protocol"]]["rows"], ev["rows"]) if ev["protocol"] in before else ev["rows"]
+        parts += [f"## {ev['protocol']}", "", markdown_table(rows), ""]
         settings = ev.get("settings") or {}
         if settings:
             parts.append("Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))

@@ -115,7 +115,24 @@ def _preflight(recipe: Recipe, registry: Registry) -> tuple[Any, list[Any]]:
     if problems:
         raise DataError(f"{len(problems)} input(s) of recipe '{recipe.name}' are missing; nothing was trained:\n  - "
                         + "\n  - ".join(problems))
+    _check_labels(recipe, registry, dataset)
     return dataset, protocols
+
+
+def _check_labels(recipe: Recipe, registry: Registry, dataset: Any) -> None:
+    """Data without identities (an image folder of loose images) serves label-free fine-tuning only."""
+    if dataset.num_classes > 0:
+        return
+    name = recipe.data["data"]["name"]
+    if recipe.train.epochs > 0:
+        raise DataError(f"data ({name}): the images have no identities (no identity sub-folders), so margin training "
+                        "cannot run. Give root/<identity>/<image>, or set train.epochs: 0 and fine-tune label-free "
+                        "(finetune: [{name: distill}]).")
+    for i, slot in enumerate(recipe.data["finetune"]):
+        if _create(registry, "finetuner", slot).needs_labels():
+            raise DataError(f"finetune.{i} ({slot['name']}): needs identity labels, but the images of data ({name}) "
+                            "have none (no identity sub-folders). Use a label-free finetuner such as distill (with "
+                            "head_weight: 0), or data with identities.")
 
 
 def execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resume: bool = False,
@@ -179,6 +196,10 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
             D.cleanup()
             return RunResult(run_dir, {"run": recipe.name, "train": train_summary, "rank": D.rank()}, "")
 
+    before_finetune = []
+    if recipe.data["finetune"] and protocols:  # the starting model, measured the same way, for the comparison
+        log.info("evaluating the model before fine-tuning")
+        before_finetune = [protocol.evaluate(embed, progress=progress).as_dict() for protocol in protocols]
     finetune_metrics = []
     for slot in recipe.data["finetune"]:
         finetuner = _create(registry, "finetuner", slot)
@@ -199,11 +220,14 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     metrics = {"run": recipe.name, "lrfr_plugins": __version__, "torch": torch.__version__, "device": str(device),
                "train": train_summary, "finetune": finetune_metrics, "eval": evaluations, "export": export_report,
                "total_seconds": round(time.perf_counter() - started, 2)}
-    table = results_markdown(recipe.name, evaluations, train_summary)
+    if before_finetune:
+        metrics["eval_before_finetune"] = before_finetune
+    table = results_markdown(recipe.name, evaluations, train_summary, before_finetune=before_finetune)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
     atomic_write_text(run_dir / "results.md", table)
     title = f"{recipe.name}: {recipe.slot('head')['name']} head"
-    if plot_accuracy_vs_resolution(evaluations, run_dir / "accuracy_vs_resolution.png", title):
+    if plot_accuracy_vs_resolution(evaluations, run_dir / "accuracy_vs_resolution.png", title,
+                                   before_finetune=before_finetune):
         log.info("plotted %s", run_dir / "accuracy_vs_resolution.png")
     if distributed:
         D.cleanup()

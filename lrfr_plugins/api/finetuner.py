@@ -34,6 +34,12 @@ class Finetuner:
     def __init__(self, params: Any):
         self.params = params
 
+    def needs_labels(self) -> bool:
+        """Whether ``run`` reads identity labels; the host refuses data without identities (an image folder with no
+        identity sub-folders, ``num_classes`` 0) before anything trains when it does. Label-free finetuners say
+        False."""
+        return True
+
     def run(self, context: FinetuneContext) -> dict[str, Any]:  # pragma: no cover
         """Train ``context.backbone`` in place; return metrics to record."""
         raise NotImplementedError

@@ -95,7 +95,9 @@ def lrfr_register_protocols(register):
 @hookimpl
 def lrfr_register_finetuners(register):
     from .finetuners.derivenet import DeriveNet
+    from .finetuners.distill import Distill
     from .finetuners.octuplet import Octuplet
 
     register("octuplet", Octuplet)
     register("derivenet", DeriveNet)
+    register("distill", Distill)  # label-free cross-resolution teacher-student fine-tuning

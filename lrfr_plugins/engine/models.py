@@ -3,8 +3,10 @@
 Accepted: a run directory written by ``lrfr run`` (its resolved recipe rebuilds the backbone, its checkpoint fills
 it), a checkpoint inside such a directory, a bare state dict such as arcface_torch's ``backbone.pth`` (with the
 architecture named), an ONNX recognition model, or an InsightFace model-pack folder (its recognition ``.onnx``).
-Checkpoints load with ``weights_only=True``. ONNX models are fed the way InsightFace's ``ArcFaceONNX`` feeds them:
-RGB, ``(x - 127.5) / 127.5``, or raw pixels when the graph normalises its own input (first nodes Sub*/Mul*).
+Checkpoints load with ``weights_only=True``. ONNX models are fed as their graph says
+(:mod:`lrfr_plugins.onnx_model.feeding`): raw pixels when the input reaches a constant Sub/Mul/... or a
+BatchNormalization before the first Conv, else RGB ``(x - 127.5) / 127.5``; ``input_mean``/``input_std``/``bgr``
+override that, ``output`` picks the embedding of a model with several outputs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import torch
 import yaml
 
 from ..errors import LrfrError
-from ..export.onnx import insightface_skips_normalisation
 from .checkpoint import load_checkpoint
 from .embed import make_embedder
 
@@ -43,21 +44,28 @@ def resolve_device(choice: str) -> torch.device:
 
 
 def load_model(path: str | pathlib.Path, *, registry: Any, backbone: str | None = None, device: str = "auto",
-               batch_size: int = 256) -> LoadedModel:
+               batch_size: int = 256, input_mean: float | None = None, input_std: float | None = None,
+               bgr: bool | None = None, output: str | None = None) -> LoadedModel:
     """Turn ``path`` into an embedder of uint8 RGB (N, 3, 112, 112) images (see the module docstring)."""
     path = pathlib.Path(path)
+    feeding = {"mean": input_mean, "std": input_std, "bgr": bgr, "output": output}
     if not path.exists():
         raise LrfrError(f"{path}: no such file or directory. Give a run directory, a checkpoint (.pt/.pth), an "
                         ".onnx model or an InsightFace model-pack folder.")
-    if path.is_dir():
-        if (path / RECIPE_FILE).is_file():
-            return _from_run(path, path / CHECKPOINT_FILE, registry, resolve_device(device), batch_size)
+    if path.is_dir() and not (path / RECIPE_FILE).is_file():
         onnx_files = sorted(path.glob("*.onnx"))
         if onnx_files:
-            return onnx_model(_recognition_model(path, onnx_files), batch_size=batch_size)
+            return onnx_model(_recognition_model(path, onnx_files, output), batch_size=batch_size, **feeding)
         raise LrfrError(f"{path}: not a run directory (no {RECIPE_FILE}) and no .onnx model in it.")
-    if path.suffix.lower() == ".onnx":
-        return onnx_model(path, batch_size=batch_size)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        return onnx_model(path, batch_size=batch_size, **feeding)
+    given = [flag for flag, value in (("--input-mean", input_mean), ("--input-std", input_std),
+                                      ("--bgr/--rgb", bgr), ("--output", output)) if value is not None]
+    if given:
+        raise LrfrError(f"{path}: {', '.join(given)} apply to ONNX models only; a run directory or checkpoint is "
+                        "fed as it was trained (RGB, (x - 127.5) / 127.5). Drop the option(s) or give the .onnx.")
+    if path.is_dir():
+        return _from_run(path, path / CHECKPOINT_FILE, registry, resolve_device(device), batch_size)
     if (path.parent / RECIPE_FILE).is_file() and backbone is None:
         return _from_run(path.parent, path, registry, resolve_device(device), batch_size)
     if backbone is None:
@@ -103,57 +111,108 @@ def _from_state_dict(path: pathlib.Path, backbone: str, registry: Any, device: t
                        {"kind": "state-dict", "path": str(path), "backbone": backbone})
 
 
-def _recognition_model(folder: pathlib.Path, candidates: list[pathlib.Path]) -> pathlib.Path:
-    """The recognition model of a model pack: the .onnx with a square 112 px input and one 2-D output."""
-    import onnx
+def _recognition_model(folder: pathlib.Path, candidates: list[pathlib.Path], output: str | None = None) -> pathlib.Path:
+    """The recognition model of a model pack: the .onnx with a (N, 3, 112, 112) input and one output (or ``output``).
+
+    Files that are not ONNX or do not look like a recognizer (detectors, landmarks) are passed over, not fatal.
+    """
+    from ..onnx_model.feeding import load_onnx, real_inputs
 
     found = []
     for path in candidates:
-        graph = onnx.load(str(path), load_external_data=False).graph
-        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
-        if len(dims) == 4 and dims[2:] == [INPUT_SIZE, INPUT_SIZE] and len(graph.output) == 1:
+        try:
+            graph = load_onnx(path, external_data=False).graph
+        except LrfrError:
+            continue
+        inputs = real_inputs(graph)
+        if len(inputs) != 1:
+            continue
+        dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+        outputs = [o.name for o in graph.output]
+        if len(dims) == 4 and dims[1:] == [3, INPUT_SIZE, INPUT_SIZE] and (
+                len(outputs) == 1 or (output is not None and output in outputs)):
             found.append(path)
     if len(found) != 1:
-        names = ", ".join(p.name for p in candidates)
+        names = ", ".join(p.name for p in (found or candidates))
         what = "no" if not found else "several"
-        raise LrfrError(f"{folder}: {what} recognition model (112x112 input, one output) among {names}. "
+        raise LrfrError(f"{folder}: {what} recognition model ((N, 3, 112, 112) input, one output) among {names}. "
                         "Give the .onnx file itself.")
     return found[0]
 
 
-def onnx_model(path: pathlib.Path, *, batch_size: int = 256) -> LoadedModel:
-    """An ONNX recognition model through onnxruntime, normalised exactly as InsightFace's ArcFaceONNX does."""
+def onnx_model(path: pathlib.Path, *, batch_size: int = 256, mean: float | None = None, std: float | None = None,
+               bgr: bool | None = None, output: str | None = None) -> LoadedModel:
+    """An ONNX recognition model through onnxruntime, fed as its graph (or the user) says; its output checked."""
     try:
-        import onnx
         import onnxruntime as ort
     except ImportError:
         raise LrfrError("evaluating an ONNX model needs onnxruntime: pip install onnxruntime "
                         "(or pip install 'lrfr-plugins[onnxruntime]').") from None
+    from ..onnx_model.feeding import formula, load_onnx, read_feeding
+
+    feeding = read_feeding(load_onnx(path), path, mean=mean, std=std, bgr=bgr, output=output)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: mxnet-era graphs list weights as inputs and ort warns per weight
     try:
-        proto = onnx.load(str(path))
+        session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
     except Exception as exc:
-        raise LrfrError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc}).") from None
-    mean, std = (0.0, 1.0) if insightface_skips_normalisation(proto) else (127.5, 127.5)
-    session = ort.InferenceSession(str(path), providers=ort.get_available_providers())
-    first = session.get_inputs()[0]
-    shape = list(first.shape)
-    if len(shape) != 4 or shape[1] != 3 or shape[2:] != [INPUT_SIZE, INPUT_SIZE]:
-        raise LrfrError(f"{path}: the model's input is {shape}; the protocols feed aligned 112x112 RGB faces "
-                        "(N, 3, 112, 112). Use a 112x112 recognition model.")
-    fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-    step = fixed_batch or batch_size
+        raise LrfrError(f"{path}: onnxruntime cannot load the model: {_first_line(exc)}. A custom op or an opset "
+                        f"newer than onnxruntime {ort.__version__} supports needs a newer onnxruntime "
+                        "(pip install -U onnxruntime) or a re-export.") from None
+    step = feeding.batch or batch_size
+
+    def run(chunk: np.ndarray) -> np.ndarray:
+        try:
+            return session.run([feeding.output_name], {feeding.input_name: chunk})[0]
+        except Exception as exc:
+            raise LrfrError(f"{path}: onnxruntime failed on a batch of {chunk.shape[0]} images "
+                            f"{list(chunk.shape)}: {_first_line(exc)}") from None
 
     def embed(images: torch.Tensor) -> np.ndarray:
-        x = ((images.float() - mean) / std).numpy()
+        x = feeding.to_model_input(images)
         out = []
         for i in range(0, x.shape[0], step):
             chunk = x[i:i + step]
-            if fixed_batch and chunk.shape[0] < fixed_batch:  # pad a fixed-batch model's last chunk
-                pad = np.zeros((fixed_batch - chunk.shape[0], *chunk.shape[1:]), np.float32)
-                out.append(session.run(None, {first.name: np.concatenate([chunk, pad])})[0][:chunk.shape[0]])
+            if feeding.batch and chunk.shape[0] < feeding.batch:  # pad a fixed-batch model's last chunk
+                pad = np.zeros((feeding.batch - chunk.shape[0], *chunk.shape[1:]), np.float32)
+                got = _embeddings(run(np.concatenate([chunk, pad])), feeding.batch, path, feeding.output_name)
+                out.append(got[:chunk.shape[0]])
             else:
-                out.append(session.run(None, {first.name: chunk})[0])
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+                out.append(_embeddings(run(chunk), chunk.shape[0], path, feeding.output_name))
+        if not out:
+            return np.zeros((0, 0), np.float32)
+        fed = f"{'BGR' if feeding.bgr else 'RGB'}, {formula(feeding.mean, feeding.std)}"
+        return _checked(np.concatenate(out).astype(np.float32), path, fed)
 
-    return LoadedModel(embed, {"kind": "onnx", "path": str(path), "input_mean": mean, "input_std": std,
-                               "providers": session.get_providers()})
+    return LoadedModel(embed, {"kind": "onnx", "path": str(path), "input_mean": feeding.mean,
+                               "input_std": feeding.std, "output": feeding.output_name,
+                               "providers": session.get_providers(), "feeding": feeding.as_dict()})
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _embeddings(out: np.ndarray, n: int, path: pathlib.Path, name: str) -> np.ndarray:
+    """One (D,) embedding per image: (N, D) as is, (N, D, 1, 1) flattened, anything else refused by shape."""
+    out = np.asarray(out)
+    if out.ndim == 4 and out.shape[2:] == (1, 1):
+        out = out.reshape(out.shape[0], -1)
+    if out.ndim != 2 or out.shape[0] != n:
+        raise LrfrError(f"{path}: output {name!r} has shape {tuple(out.shape)} for {n} images; a recognition model "
+                        "gives one embedding per image, (N, D). If the model has another output that is the "
+                        "embedding, pick it with --output NAME.")
+    return out
+
+
+def _checked(embeddings: np.ndarray, path: pathlib.Path, fed: str) -> np.ndarray:
+    """Refuse NaN/inf or all-zero embeddings: they score as chance with no other sign that the feeding is wrong."""
+    bad = ~np.isfinite(embeddings).all(axis=1)
+    zero = ~bad & ~embeddings.any(axis=1)
+    if bad.any() or zero.any():
+        what = " and ".join(f"{kind} embeddings for {int(mask.sum())}" for kind, mask in
+                            (("non-finite", bad), ("all-zero", zero)) if mask.any())
+        raise LrfrError(f"model {path} gave {what} of {len(embeddings)} images (fed {fed}). Check its input "
+                        "normalisation (--input-mean/--input-std, --bgr) and that --output names the embedding.")
+    return embeddings

@@ -112,20 +112,23 @@ class Trainer:
                  device: torch.device, seed: int):
         self.parts, self.config, self.opt_config, self.device, self.seed = parts, config, optimizer, device, seed
         self.rank, self.world_size = D.rank(), D.world_size()
-        # class centres sharded over ranks (the whole matrix in one process), the head and the cross-entropy
+        # class centres sharded over ranks (the whole matrix in one process), the head and the cross-entropy; none for
+        # data without identities (label-free fine-tuning only: the runner refuses to train on it)
         self.classifier = PartialFC(parts.dataset.num_classes, parts.backbone.embedding_size,
-                                    sample_rate=config.sample_rate)
+                                    sample_rate=config.sample_rate) if parts.dataset.num_classes > 0 else None
         parts.backbone.to(device)
         if config.channels_last:
             parts.backbone.to(memory_format=torch.channels_last)
         parts.head.to(device)
-        self.classifier.to(device)
+        if self.classifier is not None:
+            self.classifier.to(device)
         backbone = parts.backbone
         if D.is_distributed():  # DDP averages the backbone's gradients; the centre shards need no sync
             backbone = torch.nn.parallel.DistributedDataParallel(
                 backbone, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         groups = [{"params": list(parts.backbone.parameters()) + list(parts.head.parameters()), "scale": 1.0},
-                  {"params": list(self.classifier.parameters()), "scale": config.embedding_lr_scale}]
+                  {"params": list(self.classifier.parameters()) if self.classifier is not None else [],
+                   "scale": config.embedding_lr_scale}]
         self.optimizer = build_optimizer(groups, optimizer)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
@@ -147,7 +150,8 @@ class Trainer:
         return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
                 "seconds": self.seconds, "last_loss": self.last_loss, "skipped_images": self.skipped_images,
                 "backbone": self.parts.backbone.state_dict(), "head": self.parts.head.state_dict(),
-                "classifier": self.classifier.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "classifier": self.classifier.state_dict() if self.classifier is not None else None,
+                "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(),
                 "sample_generator": self.sample_generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "rank": self.rank, "world_size": self.world_size}
@@ -159,7 +163,8 @@ class Trainer:
                             "centres and optimizer state).")
         self.parts.backbone.load_state_dict(state["backbone"])
         self.parts.head.load_state_dict(state["head"])
-        self.classifier.load_state_dict(state["classifier"])
+        if self.classifier is not None:
+            self.classifier.load_state_dict(state["classifier"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

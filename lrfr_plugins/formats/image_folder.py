@@ -4,6 +4,9 @@ Without a list, identities are the sub-folders in sorted order (label k = the k-
 ``ImageFolder`` and arcface_torch's fallback loader number them, so a model trained on the folder and on its
 packed ``.rec`` sees the same labels. A list file has one image per line: ``<path relative to root>`` or
 ``<path> <label>`` (the study's ``<id>/<file>.jpg <id>``); a label column, when present, is used as is.
+
+A folder of images with no identity sub-folders (``root/<image>``) is unlabelled: every label is -1 and there are no
+classes. Only callers that say they can use such data (label-free fine-tuning) accept it.
 """
 
 from __future__ import annotations
@@ -29,8 +32,14 @@ class FolderIndex:
         return len(self.class_names)
 
 
-def scan_image_folder(root: str | pathlib.Path, list_file: str | pathlib.Path | None = None) -> FolderIndex:
-    """Index ``root`` (sorted identities, sorted images) or the images named by ``list_file``."""
+def _images_in(folder: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def scan_image_folder(root: str | pathlib.Path, list_file: str | pathlib.Path | None = None, *,
+                      unlabelled_ok: bool = False) -> FolderIndex:
+    """Index ``root`` (sorted identities, sorted images) or the images named by ``list_file``; with
+    ``unlabelled_ok``, a folder of images without identity sub-folders gives labels -1 and no classes."""
     root = pathlib.Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder. An image folder holds one sub-folder per identity "
@@ -41,9 +50,15 @@ def scan_image_folder(root: str | pathlib.Path, list_file: str | pathlib.Path | 
     paths: list[pathlib.Path] = []
     labels: list[int] = []
     for label, name in enumerate(identities):
-        images = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        images = _images_in(root / name)
         paths += images
         labels += [label] * len(images)
+    if not paths and (flat := _images_in(root)):
+        if unlabelled_ok:
+            return FolderIndex(flat, [-1] * len(flat), [])
+        raise DataError(f"{root}: {len(flat)} images lie directly in the folder, with no identity sub-folders; this "
+                        "needs identities (root/<identity>/<image>). A folder without identities serves label-free "
+                        "fine-tuning only (dataset image-folder with finetuner distill and train.epochs: 0).")
     if not paths:
         raise DataError(f"{root}: no images found. Expected root/<identity>/<image> with extensions "
                         f"{', '.join(IMAGE_EXTENSIONS)}.")

@@ -20,7 +20,8 @@ from .faces import FaceTensors, corrupt
 
 @dataclasses.dataclass(frozen=True)
 class ImageFolderParams:
-    root: str = param(doc="folder with one sub-folder per identity: root/<identity>/<image>.jpg")
+    root: str = param(doc="folder with one sub-folder per identity: root/<identity>/<image>.jpg; a folder of images "
+                          "without sub-folders has no identities (label-free fine-tuning only: finetuner distill)")
     list_file: str | None = param(None, "optional list of images, one '<path relative to root> [label]' per line "
                                         "(the founding study's train.txt); null: every image under root")
     skip_corrupt: bool = param(False, "skip images that cannot be read or decoded (each is logged, the run counts "
@@ -28,14 +29,15 @@ class ImageFolderParams:
 
 
 class ImageFolder(FaceDataset):
-    """Aligned 112x112 faces in root/<identity>/<image> (labels = sorted identity folders) or a list file."""
+    """Aligned 112x112 faces in root/<identity>/<image> (labels = sorted identity folders), a list file, or
+    root/<image> without identities (labels -1, ``num_classes`` 0)."""
 
     Params = ImageFolderParams
     fixed_items = True
 
     def __init__(self, params: ImageFolderParams):
         super().__init__(params)
-        self.index = scan_image_folder(params.root, params.list_file)
+        self.index = scan_image_folder(params.root, params.list_file, unlabelled_ok=True)
         self.to_tensor = FaceTensors()
 
     @property

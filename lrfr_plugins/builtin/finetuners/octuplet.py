@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ...api import FinetuneContext, Finetuner, param
+from ...engine.freezing import freeze_prefixes
 from ...engine.samplers import IdentityBatchSampler
 from ...losses.octuplet import METRICS, Metric, octuplet_loss
 from ...ops.preprocess import to_network_input
@@ -99,24 +100,6 @@ def _load(dataset: Any, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]
     images = torch.stack([torch.as_tensor(img) for img, _ in items])
     labels = torch.tensor([int(lbl) for _, lbl in items], dtype=torch.int64)
     return images, labels
-
-
-def _freeze(backbone: torch.nn.Module, prefixes: list[str]) -> tuple[list[torch.nn.Parameter], list[torch.nn.Module]]:
-    """Validate the prefixes against ``named_parameters``; return the parameters and modules they freeze."""
-    names = [name for name, _ in backbone.named_parameters()]
-
-    def matches(name: str, prefix: str) -> bool:
-        prefix = prefix.rstrip(".")
-        return name == prefix or name.startswith(prefix + ".")
-
-    unknown = [p for p in prefixes if not any(matches(n, p) for n in names)]
-    if unknown:
-        tops = sorted({n.split(".")[0] for n in names})
-        raise ValueError(f"freeze: {unknown} match no parameter of the backbone; prefixes are dotted parameter-name "
-                         f"prefixes such as {tops[:12]} (see backbone.named_parameters())")
-    params = [t for n, t in backbone.named_parameters() if any(matches(n, p) for p in prefixes)]
-    modules = [m for n, m in backbone.named_modules() if n and any(matches(n, p) for p in prefixes)]
-    return params, modules
 
 
 class Octuplet(Finetuner):
@@ -203,7 +186,7 @@ class Octuplet(Finetuner):
         eval_hr = eval_hr.to(device)
         eval_lr = self._degrade(eval_hr, torch.Generator().manual_seed(p.seed))  # fixed, not the context's draws
 
-        frozen_params, frozen_modules = _freeze(backbone, p.freeze)
+        frozen_params, frozen_modules = freeze_prefixes(backbone, p.freeze)
         frozen_ids = {id(t) for t in frozen_params}
         saved_flags = [(t, t.requires_grad) for t in backbone.parameters()]
         for t in frozen_params:
