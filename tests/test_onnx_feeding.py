@@ -77,7 +77,8 @@ def sface_like() -> onnx.ModelProto:
                                       name=f"DequantizeLinear_{i}"))
     for i in range(4):  # more quantised constants, as SFace has: the names InsightFace sees are all DequantizeLinear
         inits += [const(f"Bq{i}", [1], np.int8), const(f"Bs{i}", 0.5)]
-        nodes.append(helper.make_node("DequantizeLinear", [f"Bq{i}", f"Bs{i}"], [f"Bd{i}"], name=f"DequantizeLinear_b{i}"))
+        nodes.append(helper.make_node("DequantizeLinear", [f"Bq{i}", f"Bs{i}"], [f"Bd{i}"],
+                                      name=f"DequantizeLinear_b{i}"))
     nodes.append(helper.make_node("Concat", [f"Wd{i}" for i in range(4)], ["W"], axis=0, name="Concat_w"))
     nodes += [helper.make_node("Sub", ["data", "mean"], ["centred"], name="Sub_0"),
               helper.make_node("Mul", ["centred", "scale"], ["scaled"], name="Mul_1")]
@@ -93,7 +94,8 @@ def test_sub_then_mul_on_the_input_is_fed_raw_pixels_like_insightface_does():
     assert "Sub 127.5 (node '_minus0'), Mul 0.0078125 (node '_mul0') before the first Conv" in feeding.reason
     assert feeding.insightface_feeds_same and feeding.insightface_warning() is None
     assert (feeding.input_name, feeding.output_name, feeding.batch) == ("data", "emb", None)
-    assert feeding.describe().startswith("RGB (InsightFace's order; --bgr if the model was trained on BGR), raw 0..255,")
+    assert feeding.describe().startswith("RGB (InsightFace's order; --bgr if the model was trained on BGR), "
+                                         "raw 0..255, inferred: the input reaches Sub")
 
 
 def test_sface_normalisation_behind_dequantize_nodes_is_found_where_insightface_misses_it():

@@ -82,7 +82,8 @@ class Feeding:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able, for result files (with the one-line summary and the InsightFace warning, or None)."""
-        return {**dataclasses.asdict(self), "summary": self.describe(), "insightface_warning": self.insightface_warning()}
+        return {**dataclasses.asdict(self), "summary": self.describe(),
+                "insightface_warning": self.insightface_warning()}
 
     def to_model_input(self, images: torch.Tensor) -> np.ndarray:
         """uint8 RGB (N, 3, 112, 112) -> float32 (N, 3, 112, 112) as the model wants it (channels flipped for BGR)."""
@@ -180,7 +181,10 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
         if isinstance(value, onnx.TensorProto):
             return _array(value)
         if isinstance(value, (int, float, list)) and attribute.name.startswith("value"):
-            return np.asarray(value, dtype=np.float64)
+            try:
+                return np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):  # value_strings
+                return None
     return None
 
 
@@ -235,7 +239,8 @@ def graph_normalisation(graph: onnx.GraphProto, input_name: str) -> tuple[list[o
                     frontier.append(name)
     if first_layers:
         ops = sorted({n.op_type for n in first_layers})
-        before = f"before the first {'/'.join(ops)} ({', '.join(repr(n.name or n.output[0]) for n in first_layers[:3])})"
+        names = ", ".join(repr(n.name or n.output[0]) for n in first_layers[:3])
+        before = f"before the first {'/'.join(ops)} ({names})"
     else:
         before = "before any Conv/Gemm/MatMul"
     if found:

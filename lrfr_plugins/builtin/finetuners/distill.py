@@ -62,8 +62,11 @@ class DistillParams:
                                         "the teacher's (mean squared difference, off-diagonal)", ge=0)
     head_weight: float = param(0.0, "weight of the recipe's margin head on the student's embeddings (needs identity "
                                     "labels; its class centres train too); 0: label-free", ge=0)
-    lr_fraction: float = param(0.75, "fraction of each batch degraded; the rest is distilled at full resolution, "
-                                     "which holds the 112 px embeddings to the teacher's", ge=0, le=1)
+    hr_weight: float = param(1.0, "weight of the full-resolution term: each image is also distilled as it is, beside "
+                                  "its degraded copy, which holds the 112 px embeddings to the teacher's (twice the "
+                                  "student's work per step); 0: only the degraded copies", ge=0)
+    lr_fraction: float = param(1.0, "fraction of each batch's copies that is degraded (the others are distilled at "
+                                    "full resolution too)", ge=0, le=1)
     sizes: list[int] = param([7, 14, 16, 28], "low-resolution sizes in px, one drawn per degraded image (the "
                                               "founding study's 16 and the benchmarks' 7/14/28)")
     preset: Preset = param("lozhkina", "interpolation of the degradation, as the cross-resolution degradation's "
@@ -211,8 +214,14 @@ class Distill(Finetuner):
                                                 < p.hflip).to(device))
                     with torch.no_grad():
                         target = teacher(to_network_input(images)).float()
-                    embeddings = student(to_network_input(self._degrade(images, context))).float()
-                    loss = self._loss(embeddings, target)
+                    copies = self._degrade(images, context)
+                    if p.hr_weight > 0:
+                        both = student(to_network_input(torch.cat([copies, images]))).float()
+                        embeddings, sharp = both[:images.shape[0]], both[images.shape[0]:]
+                        loss = self._loss(embeddings, target) + p.hr_weight * self._loss(sharp, target)
+                    else:
+                        embeddings = student(to_network_input(copies)).float()
+                        loss = self._loss(embeddings, target)
                     if keep_head:
                         loss = loss + p.head_weight * context.classifier(embeddings, labels.to(device), context.head,
                                                                          None)
