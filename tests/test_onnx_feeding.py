@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from lrfr_plugins.engine.models import load_model
 from lrfr_plugins.errors import LrfrError
 from lrfr_plugins.export.onnx import insightface_skips_normalisation
-from lrfr_plugins.onnx_model.feeding import graph_normalisation, load_onnx, read_feeding
+from lrfr_plugins.onnx_model.feeding import graph_normalisation, load_onnx, read_feeding, real_inputs
 from lrfr_plugins.ops.preprocess import to_network_input
 
 D = 4  # embedding size of the test models
@@ -269,3 +269,33 @@ def test_a_file_that_is_not_onnx_is_named(tmp_path):
     (tmp_path / "empty.onnx").write_bytes(b"")
     with pytest.raises(LrfrError, match=r"empty.onnx: not a readable ONNX model \(it holds no graph nodes\)"):
         load_onnx(tmp_path / "empty.onnx")
+
+
+def test_an_lrfr_export_declares_its_feeding_and_the_declaration_wins(tmp_path, registry):
+    """An lrfr export states (x - 127.5) / 127.5 RGB in its metadata; even a graph whose input meets constant
+    Mul/Add ops first (the adapter of an imported model that normalised its own input) is fed as declared."""
+    import torch
+
+    from lrfr_plugins.export.onnx import FEEDING_METADATA, export_onnx
+
+    class Rescaled(torch.nn.Module):  # [-1, 1] back to 0..255, then the model's own (x - 127.5) / 128
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=16)
+
+        def forward(self, x):
+            return self.conv(((x * 127.5 + 127.5) - 127.5) / 128.0).flatten(1)
+
+    export_onnx(Rescaled(), tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    assert {p.key: p.value for p in model.metadata_props} == FEEDING_METADATA
+    value = real_inputs(model.graph)[0]
+    assert graph_normalisation(model.graph, value.name)[0]  # read from the graph alone: it would look normalised
+    feeding = read_feeding(model, tmp_path / "m.onnx")
+    assert (feeding.mean, feeding.std, feeding.bgr) == (127.5, 127.5, False)
+    assert "declared in the model's metadata" in feeding.reason
+    broken = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.helper.set_model_props(broken, {"lrfr.input_mean": "x", "lrfr.input_std": "127.5",
+                                         "lrfr.channel_order": "RGB"})
+    with pytest.raises(LrfrError, match="metadata declares lrfr feeding"):
+        read_feeding(broken, "m.onnx")

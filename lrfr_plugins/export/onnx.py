@@ -21,6 +21,10 @@ from ..engine.checkpoint import atomic_write_bytes
 
 INPUT_NAME = "input.1"
 OUTPUT_NAME = "embedding"
+#: Metadata every export carries: how the model is fed, declared, so that ``lrfr eval`` need not infer it from the
+#: graph (a backbone imported from an ONNX model that normalised its own input starts with constant Mul/Add ops that
+#: turn our [-1, 1] input back into what it expects; read from the graph alone, they would look like normalisation).
+FEEDING_METADATA = {"lrfr.input_mean": "127.5", "lrfr.input_std": "127.5", "lrfr.channel_order": "RGB"}
 
 
 def insightface_skips_normalisation(model: Any) -> bool:
@@ -48,6 +52,7 @@ def export_onnx(backbone: torch.nn.Module, path: pathlib.Path, *, opset: int = 1
                           output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **FEEDING_METADATA})
     onnx.checker.check_model(proto)
     if len(proto.graph.output) != 1:
         raise LrfrError(f"export: the graph has {len(proto.graph.output)} outputs; InsightFace needs exactly one. "
@@ -55,9 +60,10 @@ def export_onnx(backbone: torch.nn.Module, path: pathlib.Path, *, opset: int = 1
     if insightface_skips_normalisation(proto):
         raise LrfrError("export: the first graph nodes are named Sub*/Mul*, so InsightFace would skip its input "
                         "normalisation. Keep normalisation out of the backbone.")
-    atomic_write_bytes(path, buffer.getvalue())
+    data = proto.SerializeToString()
+    atomic_write_bytes(path, data)
     report: dict[str, Any] = {"path": str(path), "opset": opset, "input": [None, 3, input_size, input_size],
-                              "outputs": 1, "bytes": len(buffer.getvalue())}
+                              "outputs": 1, "bytes": len(data)}
     if check_parity:
         report["parity_max_abs_diff"] = onnx_parity(model, path, input_size)
     return report

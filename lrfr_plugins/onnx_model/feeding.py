@@ -6,7 +6,8 @@ OpenCV Zoo's SFace opens with DequantizeLinear nodes of its block-quantised weig
 (accuracy 0.84 instead of 0.97, no warning). Here the input tensor itself is followed: if it reaches Sub/Add/Mul/Div
 with a constant operand, or BatchNormalization, before the first Conv/Gemm/MatMul, the graph normalises its own
 input and gets raw pixels; otherwise it gets ``(x - 127.5) / 127.5``. Channel order cannot be read from a graph:
-RGB, InsightFace's order, unless the user says ``--bgr``.
+RGB, InsightFace's order, unless the user says ``--bgr``. A model exported by lrfr declares its feeding in its
+metadata (``lrfr.input_mean``, ``lrfr.input_std``, ``lrfr.channel_order``); that declaration comes first.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from onnx import numpy_helper
 
 from ..errors import LrfrError
-from ..export.onnx import insightface_skips_normalisation
+from ..export.onnx import FEEDING_METADATA, insightface_skips_normalisation
 
 #: The convention of ``lrfr_plugins.ops.preprocess.to_network_input`` (and of ArcFaceONNX for graphs without
 #: in-graph normalisation); tests/test_onnx_feeding.py checks that the two give the same numbers.
@@ -284,6 +285,13 @@ def read_feeding(model: onnx.ModelProto, path: str | pathlib.Path, *, mean: floa
     in_graph = [node_label(node) for node in nodes]
     graph_mean, graph_std = (0.0, 1.0) if nodes else (DEFAULT_MEAN, DEFAULT_STD)
     inferred_reason = f"inferred: {why}; fed {formula(graph_mean, graph_std)}"
+    declared = _declared(model, path)
+    if declared is not None:
+        graph_mean, graph_std, declared_bgr = declared
+        inferred_reason = "declared in the model's metadata (an lrfr export)"
+        channels_bgr = declared_bgr if bgr is None else bgr
+    else:
+        channels_bgr = bool(bgr)
     for flag, given in (("--input-mean", mean), ("--input-std", std)):
         if given is not None and not math.isfinite(given):
             raise LrfrError(f"{flag} {given}: not a finite number.")
@@ -307,9 +315,26 @@ def read_feeding(model: onnx.ModelProto, path: str | pathlib.Path, *, mean: floa
     if_mean, if_std = (0.0, 1.0) if skips else (DEFAULT_MEAN, DEFAULT_STD)
     return Feeding(input_name=value.name, output_name=output_name,
                    batch=dims[0] if dims[0] is not None and dims[0] > 0 else None,
-                   mean=float(use_mean), std=float(use_std), bgr=bool(bgr), inferred=inferred, reason=reason,
+                   mean=float(use_mean), std=float(use_std), bgr=channels_bgr, inferred=inferred, reason=reason,
                    in_graph=in_graph, insightface_feeds_same=(use_mean, use_std) == (if_mean, if_std),
                    bgr_given=bgr is not None, insightface_mean=if_mean, insightface_std=if_std)
+
+
+def _declared(model: onnx.ModelProto, path: str | pathlib.Path) -> tuple[float, float, bool] | None:
+    """(mean, std, bgr) from an lrfr export's metadata, or None when the model carries none."""
+    props = {p.key: p.value for p in model.metadata_props}
+    if not any(key in props for key in FEEDING_METADATA):
+        return None
+    try:
+        mean, std = float(props["lrfr.input_mean"]), float(props["lrfr.input_std"])
+        order = props["lrfr.channel_order"].upper()
+    except (KeyError, ValueError) as exc:
+        raise LrfrError(f"{path}: its metadata declares lrfr feeding but {exc} is missing or not a number; the keys "
+                        f"are {', '.join(FEEDING_METADATA)}. Give --input-mean and --input-std.") from None
+    if order not in ("RGB", "BGR") or not math.isfinite(mean) or not math.isfinite(std) or std == 0:
+        raise LrfrError(f"{path}: its metadata declares input mean {mean}, std {std}, channels {order!r}; expected "
+                        "finite numbers, std not 0, RGB or BGR. Give --input-mean, --input-std and --bgr/--rgb.")
+    return mean, std, order == "BGR"
 
 
 def _pick_output(graph: onnx.GraphProto, path: str | pathlib.Path, output: str | None) -> str:
