@@ -26,8 +26,10 @@ def data_roots(tmp_path):
     from test_protocol_lfw import write_lfw
     from test_protocol_qmul_survface import make_fixture
     from test_protocol_scface import make_scface
+    from test_onnx_import import tiny_onnx
 
-    return {("dataset", "insightface-rec"): {"root": str(FIXTURES / "mxnet" / "faces_tiny")},
+    return {("backbone", "onnx"): {"path": str(tiny_onnx(tmp_path / "tiny.onnx")[0])},
+            ("dataset", "insightface-rec"): {"root": str(FIXTURES / "mxnet" / "faces_tiny")},
             ("dataset", "image-folder"): {"root": str(faces)},
             ("protocol", "qmul-survface"): {"root": str(make_fixture(tmp_path / "qmul")["root"])},
             ("protocol", "scface"): {"root": str(make_scface(tmp_path / "scface"))},

@@ -26,7 +26,7 @@ from lrfr_plugins.synthetic import SyntheticFaceGenerator
 
 SCRIPT = ROOT / "eval" / "reproduce.py"
 COLUMNS = ["cosface", "sphereface", "arcface", "octuplet", "derivenet", "adaface", "approach1", "approach2",
-           "approach2-bounded"]
+           "approach2-bounded", "arcface-hr", "lr-distill"]
 
 
 def reproduce(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -46,7 +46,7 @@ def test_quick_synthetic_suite_runs_every_method_and_fills_every_cell(tmp_path):
     result = reproduce("--suite", "synthetic", "--quick", "--seeds", "0", "--runs", str(runs), "--out", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     columns, rows = read_table(report)
-    assert columns == COLUMNS  # the study's order, then the variant
+    assert columns == COLUMNS  # the study's order, then the variants and the extension
     assert [r["row"] for r in rows] == [f"synthetic pairs {s}x{s}" for s in (112, 56, 28, 14, 7)] + [
         "synthetic surveillance", "synthetic SCface d1", "synthetic SCface d2", "synthetic SCface d3"]
     for row in rows:
@@ -55,7 +55,8 @@ def test_quick_synthetic_suite_runs_every_method_and_fills_every_cell(tmp_path):
                  "gain_over_arcface.png", "suite.json"):
         assert (report / name).stat().st_size > 0, name
     gains = (report / "gains.md").read_text().splitlines()
-    assert gains[0].split(" | ")[1:] == [*[c for c in COLUMNS if c != "arcface"][:-1], "approach2-bounded |"]
+    others = [c for c in COLUMNS if c != "arcface"]
+    assert gains[0].split(" | ")[1:] == [*others[:-1], others[-1] + " |"]
     assert len(gains) == 2 + len(rows)
     summary = json.loads((report / "suite.json").read_text())
     assert set(summary["seconds"]) == {f"{m}/seed0" for m in COLUMNS}
@@ -72,6 +73,14 @@ def test_quick_synthetic_suite_runs_every_method_and_fills_every_cell(tmp_path):
              for m in ("arcface", "approach2", "approach2-bounded")}
     assert (heads["arcface"]["scale"], heads["arcface"]["margin"]) == (64.0, 0.35)
     assert (heads["approach2"]["mapping"], heads["approach2-bounded"]["mapping"]) == ("reciprocal", "bounded")
+    # arcface-hr is ArcFace without cross-resolution batches; lr-distill distils it, label-free.
+    hr = yaml.safe_load((runs / "arcface-hr" / "seed0" / "recipe.resolved.yaml").read_text())
+    assert hr["degradations"] == [] and hr["head"]["params"] == heads["arcface"]
+    distill = json.loads((runs / "lr-distill" / "seed0" / "metrics.json").read_text())
+    assert distill["finetune"][0]["finetuner"] == "distill" and distill["finetune"][0]["steps"] == 12
+    assert distill["eval_before_finetune"][0]["protocol"] == "synthetic"
+    distill_recipe = yaml.safe_load((runs / "lr-distill" / "seed0" / "recipe.resolved.yaml").read_text())
+    assert distill_recipe["backbone"]["params"]["weights"] == str(runs / "arcface-hr" / "seed0" / "checkpoint.pt")
 
     # Running the same command again keeps every finished run and only rewrites the report.
     again = reproduce("--suite", "synthetic", "--quick", "--seeds", "0", "--runs", str(runs), "--out", str(report),

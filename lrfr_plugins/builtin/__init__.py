@@ -10,6 +10,7 @@ def lrfr_register_backbones(register):
     from .backbones.facex_ir import FaceXIR
     from .backbones.iresnet import IResNet18, IResNet34, IResNet50, IResNet100, IResNet200
     from .backbones.mobilefacenet import MobileFaceNet, MobileFaceNetLarge
+    from .backbones.onnx import OnnxBackbone
     from .backbones.tiny import TinyNet
 
     register("tiny", TinyNet)
@@ -21,6 +22,7 @@ def lrfr_register_backbones(register):
     register("mobilefacenet", MobileFaceNet)  # arcface_torch's mbf
     register("mobilefacenet-large", MobileFaceNetLarge)  # arcface_torch's mbf_large
     register("facex-ir", FaceXIR)  # FaceX-Zoo's IR-50/100/152, the founding study's backbone
+    register("onnx", OnnxBackbone)  # any ONNX recognizer (InsightFace's packs) as a trainable backbone
 
 
 @hookimpl
