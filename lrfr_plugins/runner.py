@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .api import FinetuneContext
-from .engine.checkpoint import atomic_write_text, load_checkpoint
+from .engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .engine.embed import make_embedder
 from .engine import distributed as D
 from .engine.trainer import TrainComponents, Trainer, checkpoint_name
@@ -170,8 +170,11 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     trainer = Trainer(TrainComponents(backbone, head, dataset, degradations, quality), config, recipe.optimizer,
                       device, recipe.data["seed"])
     own_checkpoint = run_dir / checkpoint_name(D.rank())
+    finished_finetune = None
     if resume and own_checkpoint.exists():
-        trainer.load_state_dict(load_checkpoint(own_checkpoint))
+        state = load_checkpoint(own_checkpoint)
+        trainer.load_state_dict(state)
+        finished_finetune = json.loads(state["finetune_done"]) if state.get("finetune_done") else None
         if main:
             _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
         log.info("resumed after epoch %d (step %d)", trainer.epoch, trainer.step)
@@ -196,16 +199,16 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
             D.cleanup()
             return RunResult(run_dir, {"run": recipe.name, "train": train_summary, "rank": D.rank()}, "")
 
-    before_finetune = []
-    if recipe.data["finetune"] and protocols:  # the starting model, measured the same way, for the comparison
-        log.info("evaluating the model before fine-tuning")
-        before_finetune = [protocol.evaluate(embed, progress=progress).as_dict() for protocol in protocols]
-    finetune_metrics = []
-    for slot in recipe.data["finetune"]:
-        finetuner = _create(registry, "finetuner", slot)
-        context = FinetuneContext(backbone, dataset, degradations, device, trainer.generator, progress,
-                                  head=head, classifier=trainer.classifier, quality=quality)
-        finetune_metrics.append({"finetuner": slot["name"], **(finetuner.run(context) or {})})
+    if finished_finetune is not None:  # the checkpoint already holds the fine-tuned backbone
+        log.info("fine-tuning had finished before the run stopped: kept, not repeated")
+        before_finetune, finetune_metrics = finished_finetune["before"], finished_finetune["metrics"]
+    else:
+        before_finetune, finetune_metrics = _finetune(recipe, registry, protocols, embed, progress, FinetuneContext(
+            backbone, dataset, degradations, device, trainer.generator, progress, head=head,
+            classifier=trainer.classifier, quality=quality))
+        if recipe.data["finetune"] or not own_checkpoint.exists():  # what eval and --resume read is the final model
+            done = json.dumps({"before": before_finetune, "metrics": finetune_metrics}, default=str)
+            save_checkpoint(own_checkpoint, {**trainer.state_dict(), "finetune_done": done})
 
     evaluations = []
     for protocol in protocols:
@@ -232,6 +235,20 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     if distributed:
         D.cleanup()
     return RunResult(run_dir, metrics, table)
+
+
+def _finetune(recipe: Recipe, registry: Registry, protocols: list[Any], embed: Any, progress: bool,
+              context: FinetuneContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Evaluate the starting model (for the before/after comparison), then run each finetuner on it in place."""
+    before = []
+    if recipe.data["finetune"] and protocols:
+        log.info("evaluating the model before fine-tuning")
+        before = [protocol.evaluate(embed, progress=progress).as_dict() for protocol in protocols]
+    metrics = []
+    for slot in recipe.data["finetune"]:
+        finetuner = _create(registry, "finetuner", slot)
+        metrics.append({"finetuner": slot["name"], **(finetuner.run(context) or {})})
+    return before, metrics
 
 
 def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:

@@ -162,3 +162,19 @@ def test_packing_a_folder_without_identities_says_why(loose_faces, tmp_path):
     with pytest.raises(DataError, match="no identity sub-folders; this needs identities"):
         scan_image_folder(loose_faces)
     assert np.all(np.asarray(scan_image_folder(loose_faces, unlabelled_ok=True).labels) == -1)
+
+
+def test_a_finished_fine_tuning_is_in_the_checkpoint_and_not_repeated_on_resume(registry, trained, tmp_path):
+    (tmp_path / "r.yaml").write_text(recipe_text(trained, "unused").replace(
+        "{name: image-folder, params: {root: unused}}", "{name: synthetic, params: {num_identities: 8, "
+                                                        "images_per_identity: 6}}"))
+    recipe = load_recipe(tmp_path / "r.yaml", registry=registry)
+    prepare_run_dir(tmp_path / "run", overwrite=False, resume=False)
+    execute(recipe, registry, tmp_path / "run", progress=False)
+    first = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert json.loads(state["finetune_done"])["metrics"][0]["steps"] == 3
+    execute(recipe, registry, tmp_path / "run", resume=True, progress=False)
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert again["finetune"] == first["finetune"] and again["eval"] == first["eval"]
+    assert "fine-tuning had finished before the run stopped" in (tmp_path / "run" / "run.log").read_text()
