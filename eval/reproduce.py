@@ -145,7 +145,12 @@ def synthetic_recipe(method: str, seed: int, start: pathlib.Path | None, quick: 
         recipe["train"] = {**train, "epochs": 0}
         recipe["finetune"] = []
         for slot in study["finetune"]:
-            steps = QUICK_STEPS if quick else math.ceil(FINETUNE_SHARE * train_images / images_per_step(slot))
+            if quick:
+                steps = QUICK_STEPS
+            elif method in EXTENSIONS:  # not the study's: the recipe's own length (lr-distill: 470 steps of 128)
+                steps = None
+            else:
+                steps = math.ceil(FINETUNE_SHARE * train_images / images_per_step(slot))
             recipe["finetune"].append(with_seed(slot, seed, steps))
     return apply_changes(recipe, method)
 

@@ -174,7 +174,8 @@ def show(kind: str, name: str, as_json: bool) -> None:
               help="A protocol parameter, e.g. --set root=/data/lfw_crop --set preset=insightface "
                    "--set sizes=[112,14,7] (YAML values; 'lrfr show protocol NAME' lists them).")
 @click.option("--backbone", metavar="NAME", help="Architecture of a bare state dict such as arcface_torch's "
-                                                  "backbone.pth, e.g. iresnet50.")
+                                                  "backbone.pth, e.g. iresnet50; with an .onnx file, 'onnx' measures "
+                                                  "it imported as the torch module a recipe would fine-tune.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {protocol, preset, results, ...}.")

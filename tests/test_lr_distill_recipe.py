@@ -78,3 +78,15 @@ def test_the_export_loads_in_insightface_and_lrfr_eval_gives_the_runs_numbers(di
     run_results = json.loads((root / "run" / "metrics.json").read_text())["eval"][0]["results"]
     for size in ("112", "14"):
         assert result["results"][size]["accuracy"] == pytest.approx(run_results[size]["accuracy"], abs=1e-9)
+
+
+def test_lrfr_eval_backbone_onnx_measures_the_imported_module_as_onnxruntime_does(distilled, tmp_path):
+    root, registry = distilled
+    start = normalising_model(tmp_path / "start.onnx")
+    protocol = ["num_identities=6", "images_per_identity=3", "num_pairs=40", "sizes=[112,14]"]
+    by_ort = evaluate(start, "synthetic", protocol, registry=registry, progress=False)
+    by_torch = evaluate(start, "synthetic", protocol, registry=registry, progress=False, backbone="onnx")
+    assert by_torch[0].description["kind"] == "onnx-imported" and by_torch[0].description["imported_as"] == "graph"
+    for size in ("112", "14"):
+        assert by_torch[1]["results"][size]["accuracy"] == pytest.approx(by_ort[1]["results"][size]["accuracy"],
+                                                                         abs=1e-9)

@@ -57,6 +57,8 @@ def load_model(path: str | pathlib.Path, *, registry: Any, backbone: str | None 
         if onnx_files:
             return onnx_model(_recognition_model(path, onnx_files, output), batch_size=batch_size, **feeding)
         raise LrfrError(f"{path}: not a run directory (no {RECIPE_FILE}) and no .onnx model in it.")
+    if path.is_file() and path.suffix.lower() == ".onnx" and backbone == "onnx":  # the imported torch module
+        return _imported_onnx(path, registry, resolve_device(device), batch_size, feeding)
     if path.is_file() and path.suffix.lower() == ".onnx":
         return onnx_model(path, batch_size=batch_size, **feeding)
     given = [flag for flag, value in (("--input-mean", input_mean), ("--input-std", input_std),
@@ -72,6 +74,18 @@ def load_model(path: str | pathlib.Path, *, registry: Any, backbone: str | None 
         raise LrfrError(f"{path}: a bare state dict does not say its architecture. Name it, e.g. "
                         "--backbone iresnet50 (an arcface_torch backbone.pth), or give the run directory.")
     return _from_state_dict(path, backbone, registry, resolve_device(device), batch_size)
+
+
+def _imported_onnx(path: pathlib.Path, registry: Any, device: torch.device, batch_size: int,
+                   feeding: dict[str, Any]) -> LoadedModel:
+    """``--backbone onnx``: the file imported as the trainable torch backbone (what a recipe's ``backbone: onnx``
+    fine-tunes), measured in torch: the numbers to compare with onnxruntime's before fine-tuning it."""
+    params = {"path": str(path), "input_mean": feeding["mean"], "input_std": feeding["std"], "bgr": feeding["bgr"],
+              "output": feeding["output"]}
+    model = registry.create("backbone", "onnx", **params).to(device).eval()
+    return LoadedModel(make_embedder(model, device, batch_size),
+                       {"kind": "onnx-imported", "path": str(path), "backbone": "onnx",
+                        "imported_as": model.imported_as, "feeding": model.feeding.as_dict()})
 
 
 def _from_run(run_dir: pathlib.Path, checkpoint: pathlib.Path, registry: Any, device: torch.device,

@@ -51,10 +51,10 @@ from ..degradations.cross_resolution import PRESETS, CrossResolution, CrossResol
 
 @dataclasses.dataclass(frozen=True)
 class DistillParams:
-    steps: int = param(300, "optimisation steps (batches; the data is reshuffled each time it is used up)", ge=1)
+    steps: int = param(500, "optimisation steps (batches; the data is reshuffled each time it is used up)", ge=1)
     batch_size: int = param(128, "images per step", ge=2)
     optimizer: Literal["sgd", "adamw"] = param("adamw", "adamw or sgd (momentum 0.9) over the student")
-    lr: float = param(3e-4, "peak learning rate: linear warm-up over warmup_steps, then cosine decay to 0", gt=0)
+    lr: float = param(1e-3, "peak learning rate: linear warm-up over warmup_steps, then cosine decay to 0", gt=0)
     weight_decay: float = param(5e-4, "weight decay", ge=0)
     warmup_steps: int = param(20, "linear learning-rate warm-up, in steps", ge=0)
     cosine_weight: float = param(1.0, "weight of mean(1 - cos(student(degraded), teacher(original)))", ge=0)
@@ -62,7 +62,7 @@ class DistillParams:
                                         "the teacher's (mean squared difference, off-diagonal)", ge=0)
     head_weight: float = param(0.0, "weight of the recipe's margin head on the student's embeddings (needs identity "
                                     "labels; its class centres train too); 0: label-free", ge=0)
-    hr_weight: float = param(1.0, "weight of the full-resolution term: each image is also distilled as it is, beside "
+    hr_weight: float = param(2.0, "weight of the full-resolution term: each image is also distilled as it is, beside "
                                   "its degraded copy, which holds the 112 px embeddings to the teacher's (twice the "
                                   "student's work per step); 0: only the degraded copies", ge=0)
     lr_fraction: float = param(1.0, "fraction of each batch's copies that is degraded (the others are distilled at "
