@@ -15,6 +15,10 @@ the ArcFace run, as in the study) and end with ``lrfr report --merge-seeds`` in 
   DIR/faces_webface_112x112 (InsightFace CASIA-WebFace pack), DIR/lfw_crop + DIR/lfw/pairs.txt, DIR/QMUL-SurvFace,
   DIR/SCface. ``--max-steps N`` caps every training and fine-tuning (a smoke test of the whole pipeline).
 
+Beyond the study, both suites add ``arcface-hr`` (ArcFace without cross-resolution batches) and ``lr-distill``
+(``recipes/lr-distill.yaml``: arcface-hr distilled label-free at 7/14/16/28 px, 470 steps), so the table shows what
+cross-resolution training buys and what distillation of a full-resolution model buys instead.
+
 Each run is ``lrfr run`` in its own process, in RUNS/<method>/seed<k> (its printed table in seed<k>.stdout.txt); the
 synthetic suite runs two at a time on one thread each (``--jobs``). A finished run (metrics.json) is kept and a
 started one resumed, so the command can be stopped and run again. ``--set PATH=VALUE`` is passed to every run after
