@@ -159,12 +159,12 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     log.info("lrfr-plugins %s, torch %s, device %s, rank %d/%d, run %s", __version__, torch.__version__, device,
              D.rank(), D.world_size(), run_dir)
     dataset, protocols = _preflight(recipe, registry)
-    if not resume and main:  # written once the inputs are known to exist, so a failed start leaves no run behind
-        atomic_write_text(run_dir / "recipe.resolved.yaml", recipe.dump())
-    backbone = _create(registry, "backbone", recipe.slot("backbone"))
+    backbone = _create(registry, "backbone", recipe.slot("backbone"))  # may read (and check) a weights file
     head = _create(registry, "head", recipe.slot("head"))
     quality = _create(registry, "quality", recipe.slot("quality")) if recipe.slot("quality") else None
     degradations = [_create(registry, "degradation", s) for s in recipe.data["degradations"]]
+    if not resume and main:  # written once inputs and model are known good, so a failed start leaves no run behind
+        atomic_write_text(run_dir / "recipe.resolved.yaml", recipe.dump())
     log.info("data: %d images of %d identities", len(dataset), dataset.num_classes)
 
     trainer = Trainer(TrainComponents(backbone, head, dataset, degradations, quality), config, recipe.optimizer,

@@ -90,3 +90,14 @@ def test_lrfr_eval_backbone_onnx_measures_the_imported_module_as_onnxruntime_doe
     for size in ("112", "14"):
         assert by_torch[1]["results"][size]["accuracy"] == pytest.approx(by_ort[1]["results"][size]["accuracy"],
                                                                          abs=1e-9)
+
+
+def test_a_file_that_is_not_onnx_is_one_line_and_leaves_no_run(lrfr, tmp_path):
+    (tmp_path / "notes.onnx").write_text("not a model")
+    for _ in range(2):  # the failed start left no run behind: the same command fails the same way, not "holds a run"
+        result = lrfr("run", str(ROOT / "recipes" / "lr-distill.yaml"), "--out", str(tmp_path / "run"),
+                      "--set", f"backbone.params.path={tmp_path / 'notes.onnx'}", "--no-progress")
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "notes.onnx: not a readable ONNX model" in result.stderr
+    result = lrfr("eval", str(tmp_path / "notes.onnx"), "-p", "synthetic", "--backbone", "onnx")
+    assert result.returncode == 1 and "not a readable ONNX model" in result.stderr and "Traceback" not in result.stderr

@@ -57,7 +57,7 @@ def load_model(path: str | pathlib.Path, *, registry: Any, backbone: str | None 
         if onnx_files:
             return onnx_model(_recognition_model(path, onnx_files, output), batch_size=batch_size, **feeding)
         raise LrfrError(f"{path}: not a run directory (no {RECIPE_FILE}) and no .onnx model in it.")
-    if path.is_file() and path.suffix.lower() == ".onnx" and backbone == "onnx":  # the imported torch module
+    if path.is_file() and backbone == "onnx":  # the file imported as a torch module
         return _imported_onnx(path, registry, resolve_device(device), batch_size, feeding)
     if path.is_file() and path.suffix.lower() == ".onnx":
         return onnx_model(path, batch_size=batch_size, **feeding)
