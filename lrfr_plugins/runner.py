@@ -228,7 +228,9 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     table = results_markdown(recipe.name, evaluations, train_summary, before_finetune=before_finetune)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
     atomic_write_text(run_dir / "results.md", table)
-    title = f"{recipe.name}: {recipe.slot('head')['name']} head"
+    stages = ([f"{recipe.slot('head')['name']} head"] if train_summary.get("steps") else []) + \
+        [f"{slot['name']} fine-tuning" for slot in recipe.data["finetune"]]
+    title = f"{recipe.name}: {', then '.join(stages) or recipe.slot('backbone')['name'] + ' as loaded'}"
     if plot_accuracy_vs_resolution(evaluations, run_dir / "accuracy_vs_resolution.png", title,
                                    before_finetune=before_finetune):
         log.info("plotted %s", run_dir / "accuracy_vs_resolution.png")
@@ -247,7 +249,10 @@ def _finetune(recipe: Recipe, registry: Registry, protocols: list[Any], embed: A
     metrics = []
     for slot in recipe.data["finetune"]:
         finetuner = _create(registry, "finetuner", slot)
-        metrics.append({"finetuner": slot["name"], **(finetuner.run(context) or {})})
+        started = time.perf_counter()
+        metrics.append({"finetuner": slot["name"], **(finetuner.run(context) or {}),
+                        "seconds": round(time.perf_counter() - started, 1)})
+        log.info("fine-tuned with %s in %.0f s", slot["name"], metrics[-1]["seconds"])
     return before, metrics
 
 
