@@ -20,14 +20,14 @@ import torch
 
 from . import __version__
 from .api import FinetuneContext
+from .engine import distributed as D
 from .engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .engine.embed import make_embedder
-from .engine import distributed as D
 from .engine.trainer import TrainComponents, Trainer, checkpoint_name
 from .errors import DataError, LrfrError, RunDirError
 from .export.onnx import export_onnx
-from .recipe import Recipe, load_recipe_data, validate
 from .plots import plot_accuracy_vs_resolution
+from .recipe import Recipe, load_recipe_data, validate
 from .registry import Registry
 from .results import results_markdown
 

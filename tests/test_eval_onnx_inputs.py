@@ -11,10 +11,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
+from test_onnx_feeding import D, body, const, make, normalised, plain, sface_like
 
 from lrfr_plugins.engine.models import load_model
 from lrfr_plugins.errors import LrfrError
-from test_onnx_feeding import D, body, const, make, normalised, plain, sface_like
 
 PROTOCOL = ["num_identities=6", "images_per_identity=3", "num_pairs=40", "sizes=[112,14]"]
 IMAGES = torch.randint(0, 256, (3, 3, 112, 112), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

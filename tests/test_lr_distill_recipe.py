@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import ROOT
 from test_onnx_import import normalising_model
 
-from conftest import ROOT
 from lrfr_plugins.engine.models import load_model
 from lrfr_plugins.evaluate import evaluate
 from lrfr_plugins.recipe import load_recipe
@@ -81,7 +81,7 @@ def test_the_export_loads_in_insightface_and_lrfr_eval_gives_the_runs_numbers(di
 
 
 def test_lrfr_eval_backbone_onnx_measures_the_imported_module_as_onnxruntime_does(distilled, tmp_path):
-    root, registry = distilled
+    _, registry = distilled
     start = normalising_model(tmp_path / "start.onnx")
     protocol = ["num_identities=6", "images_per_identity=3", "num_pairs=40", "sizes=[112,14]"]
     by_ort = evaluate(start, "synthetic", protocol, registry=registry, progress=False)
