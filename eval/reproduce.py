@@ -5,7 +5,7 @@ Approach 2 on LFW at 112..7 px, QMUL-SurvFace and SCface. Both suites run the st
 (``recipes/<method>.yaml``: its heads, margins, quality estimators and fine-tuners; Octuplet and DeriveNet fine-tune
 the ArcFace run, as in the study) and end with ``lrfr report --merge-seeds`` in the study's layout:
 
-* ``--suite synthetic`` (CPU, about half an hour for the default two seeds on 2 cores): the study's heads, quality
+* ``--suite synthetic`` (CPU, about 45 minutes for the default two seeds on 2 cores): the study's heads, quality
   estimators and fine-tuners on the embedded default's data, network and schedule (``recipes/demo.yaml``: built-in synthetic faces,
   the tiny CPU network, cross-resolution batches) and its three benchmark stand-ins (LFW-style pairs at 112..7 px,
   SurvFace-style native captures, SCface-style mugshots against probes at three distances). The fine-tuners keep
@@ -299,7 +299,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--suite", choices=("synthetic", "paper"), required=True)
     parser.add_argument("--data-root", type=pathlib.Path, help="paper suite: folder holding the data sets")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
-                        help="run seeds (default: 0 1; each seed adds about 16 minutes of the synthetic suite on 2 cores)")
+                        help="run seeds (default: 0 1; each seed adds about 22 minutes of the synthetic suite on 2 cores: "
+                             "16 measured for the study's nine columns, about 6 estimated for arcface-hr and "
+                             "lr-distill)")
     parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(ALL_METHODS),
                         help="a subset, in any order (a fine-tuner also runs the method it starts from); default: the "
                              "study's eight, approach2-bounded (its report's proposed fix), arcface-hr (ArcFace "
