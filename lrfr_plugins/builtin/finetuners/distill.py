@@ -4,12 +4,13 @@ The usual way to make a strong full-resolution recognizer hold up at 7-28 px wit
 cross-resolution training: Ge et al., "Low-Resolution Face Recognition in the Wild via Selective Knowledge
 Distillation", TIP 2019; Massoli et al., "Cross-resolution learning for face recognition", IVC 2020): the teacher is
 the model as it starts, frozen, and embeds each full-resolution image; the student (initialised from the same
-weights) embeds a degraded copy of it and learns to land where the teacher put the original. The images that stay
-at full resolution are distilled too, which anchors the student's 112 px embeddings to the teacher's.
+weights) embeds a degraded copy of it and learns to land where the teacher put the original. Each face is distilled
+sharp too (``hr_weight``), which anchors the student's 112 px embeddings to the teacher's: without that term the
+demo's model lost 0.014 at 112 px for its low-resolution gains (eval/README.md, "Cross-resolution distillation").
 
 Loss per step (batch of N images, teacher embeddings t_i of the originals, student embeddings s_i of the copies):
 
-* ``cosine_weight`` x mean(1 - cos(s_i, t_i));
+* ``cosine_weight`` x mean(1 - cos(s_i, t_i)), for the degraded copies and, times ``hr_weight``, for the sharp faces;
 * ``relation_weight`` x the mean squared difference between the student's and the teacher's N x N cosine matrices
   (off-diagonal; Park et al., "Relational Knowledge Distillation", CVPR 2019): keeps the geometry between
   identities, not only each point;
