@@ -54,12 +54,16 @@ def plot_resolution_series(series: Sequence[Series], path: pathlib.Path, title: 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     annotate = len(series) <= 2
-    for name, points in series:
+    values = [{x: y for x, y, _ in points} for _, points in series]
+    for index, (name, points) in enumerate(series):
         sizes, accuracy, spread = zip(*points)
-        ax.errorbar(sizes, accuracy, yerr=spread, marker="o", capsize=3, label=name)
-        if annotate:
+        line = ax.errorbar(sizes, accuracy, yerr=spread, marker="o", capsize=3, label=name)
+        if annotate:  # the higher of two lines is labelled above its point, the lower below: close lines stay legible
+            other = values[1 - index] if len(series) == 2 else {}
             for x, y in zip(sizes, accuracy):
-                ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+                above = x not in other or y > other[x] or (y == other[x] and index == 0)
+                ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 7) if above else (0, -13),
+                            ha="center", fontsize=8, color=line[0].get_color())
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
     all_sizes = sorted({x for _, pts in series for x, _, _ in pts})
     ax.set_xscale("log", base=2)
