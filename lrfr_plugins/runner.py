@@ -205,7 +205,7 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     else:
         before_finetune, finetune_metrics = _finetune(recipe, registry, protocols, embed, progress, FinetuneContext(
             backbone, dataset, degradations, device, trainer.generator, progress, head=head,
-            classifier=trainer.classifier, quality=quality))
+            classifier=trainer.classifier, quality=quality, batch_size=config.batch_size))
         if recipe.data["finetune"] or not own_checkpoint.exists():  # what eval and --resume read is the final model
             done = json.dumps({"before": before_finetune, "metrics": finetune_metrics}, default=str)
             save_checkpoint(own_checkpoint, {**trainer.state_dict(), "finetune_done": done})

@@ -95,8 +95,8 @@ def test_bad_settings_are_refused(registry, trained):
     with pytest.raises(LrfrError, match="use_recipe_degradations is true but the recipe's degradations list is empty"):
         Distill(DistillParams(steps=1, batch_size=16, use_recipe_degradations=True)).run(
             context(student(registry, trained), data))
-    with pytest.raises(LrfrError, match="it needs at least batch_size"):
-        Distill(DistillParams(steps=1, batch_size=128)).run(context(student(registry, trained), data))
+    with pytest.raises(LrfrError, match=r"it needs at least batch_size \(128\)"):  # the recipe's, when not given
+        Distill(DistillParams(steps=1)).run(context(student(registry, trained), data, batch_size=128))
 
 
 @pytest.fixture

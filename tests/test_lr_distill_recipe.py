@@ -28,7 +28,7 @@ def distilled(tmp_path_factory):
     root = tmp_path_factory.mktemp("lr-distill")
     start = normalising_model(root / "sface_like.onnx")
     overrides = [f"backbone.params.path={start}", "data.params.num_identities=8", "data.params.images_per_identity=6",
-                 "finetune.0.params.steps=4", "finetune.0.params.batch_size=16", "finetune.0.params.eval_images=8",
+                 "finetune.0.params.steps=4", "train.batch_size=16", "finetune.0.params.eval_images=8",
                  f"eval={EVAL}", "train.threads=1"]
     recipe = load_recipe(ROOT / "recipes" / "lr-distill.yaml", overrides, registry=registry)
     prepare_run_dir(root / "run", overwrite=False, resume=False)

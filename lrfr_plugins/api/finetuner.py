@@ -26,6 +26,8 @@ class FinetuneContext:
     head: torch.nn.Module | None = None
     classifier: torch.nn.Module | None = None
     quality: Any | None = None
+    #: The recipe's ``train.batch_size``, for finetuners whose batch size follows it when not given.
+    batch_size: int = 64
 
 
 class Finetuner:

@@ -53,7 +53,7 @@ from ..degradations.cross_resolution import PRESETS, CrossResolution, CrossResol
 @dataclasses.dataclass(frozen=True)
 class DistillParams:
     steps: int = param(500, "optimisation steps (batches; the data is reshuffled each time it is used up)", ge=1)
-    batch_size: int = param(128, "images per step", ge=2)
+    batch_size: int | None = param(None, "images per step (null: the recipe's train.batch_size)", ge=2)
     optimizer: Literal["sgd", "adamw"] = param("adamw", "adamw or sgd (momentum 0.9) over the student")
     lr: float = param(1e-3, "peak learning rate: linear warm-up over warmup_steps, then cosine decay to 0", gt=0)
     weight_decay: float = param(5e-4, "weight decay", ge=0)
@@ -161,13 +161,14 @@ class Distill(Finetuner):
         from tqdm.auto import tqdm
 
         p, student, device = self.params, context.backbone, context.device
+        batch_size = p.batch_size or context.batch_size
         dataset = context.dataset
         has_labels = getattr(dataset, "num_classes", 0) > 0
         self._check(context, has_labels)
         n = len(dataset)
         held_count = min(p.eval_images, n // 4)
-        if n - held_count < p.batch_size or held_count < 2:
-            raise LrfrError(f"distill: the data has {n} images; it needs at least batch_size ({p.batch_size}) for "
+        if n - held_count < batch_size or held_count < 2:
+            raise LrfrError(f"distill: the data has {n} images; it needs at least batch_size ({batch_size}) for "
                             f"training plus {max(2, held_count)} held out. Lower batch_size or give more images.")
         order = np.random.default_rng([p.seed, 11]).permutation(n)
         held, train_idx = order[:held_count].tolist(), np.sort(order[held_count:]).tolist()
@@ -201,7 +202,7 @@ class Distill(Finetuner):
                 while len(losses) < p.steps:
                     batch = next(batches, None)
                     if batch is None:
-                        sampler = ShuffledBatchSampler(len(train_set), p.batch_size, seed=p.seed, epoch=epoch)
+                        sampler = ShuffledBatchSampler(len(train_set), batch_size, seed=p.seed, epoch=epoch)
                         batches = iter(torch.utils.data.DataLoader(train_set, batch_sampler=sampler,
                                                                    collate_fn=collate_readable))
                         epoch += 1
