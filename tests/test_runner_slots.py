@@ -108,8 +108,10 @@ def test_quality_and_finetuner_slots(tmp_path, registry_with_test_plugins):
     # The head's default quality estimator was used: half of each batch degraded -> half zeros.
     assert len(SEEN["quality"]) == 3
     assert all(sorted(q.tolist()) == [0.0] * 4 + [1.0] * 4 for q in SEEN["quality"])
-    assert result.metrics["finetune"] == [{"finetuner": "nudge", "steps": 3,
-                                           "final_loss": result.metrics["finetune"][0]["final_loss"]}]
+    finetuned = result.metrics["finetune"][0]
+    assert result.metrics["finetune"] == [{"finetuner": "nudge", "steps": 3, "final_loss": finetuned["final_loss"],
+                                           "seconds": finetuned["seconds"]}]  # the host adds the time it took
+    assert isinstance(finetuned["seconds"], float) and finetuned["seconds"] >= 0
 
 
 def test_a_head_that_needs_quality_without_a_default_is_a_recipe_error(tmp_path, registry_with_test_plugins,
