@@ -16,6 +16,7 @@ import yaml
 from .errors import ParamsError, RecipeError, UnknownPluginError, did_you_mean
 from .params import build_params, param, params_to_dict
 from .registry import Registry
+from .safe_yaml import load_yaml
 
 SCHEMA_VERSION = 1
 #: Top-level sections: slot sections name one plugin, list sections several.
@@ -132,10 +133,13 @@ def _read_yaml(path: pathlib.Path, shown: str) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{shown}: file not found. Check the path (recipes ship in the 'recipes/' folder).") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{shown}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}). Save the "
+                          "recipe as UTF-8.") from None
     except OSError as exc:
         raise RecipeError(f"{shown}: cannot read the recipe: {exc.strerror}.") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -193,7 +197,7 @@ def _load_with_extends(path: pathlib.Path, origins: _Origins, chain: tuple[pathl
 
 
 def parse_set(assignment: str) -> tuple[list[str], Any]:
-    """'train.epochs=2' -> (['train', 'epochs'], 2); values are parsed with yaml.safe_load."""
+    """'train.epochs=2' -> (['train', 'epochs'], 2); values are YAML (:func:`~lrfr_plugins.safe_yaml.load_yaml`)."""
     if "=" not in assignment:
         raise RecipeError(f"--set {assignment!r}: expected DOTTED.PATH=VALUE, e.g. --set train.epochs=2")
     key, _, raw = assignment.partition("=")
@@ -201,7 +205,7 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     if not key.strip() or any(not p for p in parts):
         raise RecipeError(f"--set {assignment!r}: the path before '=' must be dotted keys, e.g. head.params.margin")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise RecipeError(f"--set {assignment!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)}).") from None
     return parts, value
@@ -321,6 +325,11 @@ def _resolve_default_quality(registry: Registry, resolved: dict[str, Any], origi
                                        f"Installed: {', '.join(registry.names('quality')) or '(none)'}"))
 
 
+def _is_folder_name(name: str) -> bool:
+    """A single path component that stays inside its parent: no separators, not '.' or '..', no NUL."""
+    return name not in (".", "..") and not any(c in name for c in "/\\\0") and name.strip() == name
+
+
 def validate(data: dict[str, Any], origins: _Origins, registry: Registry, path: pathlib.Path | None = None) -> Recipe:
     """Check everything; raise one :class:`RecipeError` listing every problem, or return the resolved recipe."""
     problems: list[str] = []
@@ -334,11 +343,20 @@ def validate(data: dict[str, Any], origins: _Origins, registry: Registry, path: 
         problems.append(_problem_block(origins.of("lrfr"), "lrfr",
                                        f"unsupported recipe schema version {version!r}; this lrfr-plugins reads "
                                        f"version {SCHEMA_VERSION}. Set 'lrfr: {SCHEMA_VERSION}'."))
-    if not isinstance(data.get("name"), str) or not data.get("name"):
-        problems.append(_problem_block(origins.of("name"), "name", f"must be a non-empty string, got {data.get('name')!r}."))
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        problems.append(_problem_block(origins.of("name"), "name", f"must be a non-empty string, got {name!r}."))
+    elif not _is_folder_name(name):
+        problems.append(_problem_block(origins.of("name"), "name",
+                                       f"{name!r} is not a single folder name; it becomes runs/<name>, so it must not "
+                                       "hold '/', '\\' or be '.' or '..'. Use letters, digits, '-', '_' and '.', or "
+                                       "write the run elsewhere with --out DIR."))
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         problems.append(_problem_block(origins.of("seed"), "seed", f"must be an integer, got {seed!r}."))
+    elif not 0 <= seed < 2**63:
+        problems.append(_problem_block(origins.of("seed"), "seed",
+                                       f"must be between 0 and 2**63 - 1 (torch's seed range), got {seed}."))
 
     resolved: dict[str, Any] = {"lrfr": SCHEMA_VERSION, "name": data.get("name"), "seed": seed}
     for section, kind in SLOTS.items():

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from ..errors import LrfrError
+from ..safe_yaml import load_yaml
 from .checkpoint import load_checkpoint
 from .embed import make_embedder
 
@@ -90,7 +91,13 @@ def _imported_onnx(path: pathlib.Path, registry: Any, device: torch.device, batc
 
 def _from_run(run_dir: pathlib.Path, checkpoint: pathlib.Path, registry: Any, device: torch.device,
               batch_size: int) -> LoadedModel:
-    recipe = yaml.safe_load((run_dir / RECIPE_FILE).read_text(encoding="utf-8")) or {}
+    try:
+        recipe = load_yaml((run_dir / RECIPE_FILE).read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise LrfrError(f"{run_dir / RECIPE_FILE}: not a readable recipe ({getattr(exc, 'problem', None) or exc}). "
+                        "Is this a run directory of 'lrfr run'?") from None
+    if not isinstance(recipe, dict):
+        raise LrfrError(f"{run_dir / RECIPE_FILE}: not a recipe mapping; is this a run directory of 'lrfr run'?")
     slot = recipe.get("backbone")
     if not isinstance(slot, dict) or "name" not in slot:
         raise LrfrError(f"{run_dir / RECIPE_FILE}: no 'backbone' section; is this a run directory of 'lrfr run'?")
