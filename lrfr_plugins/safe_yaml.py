@@ -1,5 +1,5 @@
 """YAML from users' files, read safely and within bounds: ``safe_load``'s plain types only, no aliases, bounded
-nesting, no duplicate keys.
+nesting, no duplicate keys; and ``1e-3`` is a number, as in YAML 1.2 and JSON.
 
 ``yaml.safe_load`` runs no code, but an alias bomb (a few lines that expand to billions of nodes) grows a process past
 its memory, a self-referencing alias or a deeply nested document ends in RecursionError, and a key written twice
@@ -9,6 +9,7 @@ deeper than :data:`MAX_DEPTH` is refused, and a duplicate key is an error naming
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -52,6 +53,11 @@ class _BoundedLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: SafeLoader's own error follows
                 pass
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 reads 1e-3 as the string '1e-3' (its floats need a dot); YAML 1.2, JSON and every user read it as a number.
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
+                                                                        r"[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 
 def load_yaml(text: str) -> Any:

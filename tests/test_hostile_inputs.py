@@ -100,3 +100,12 @@ def test_a_run_directory_with_an_invalid_resolved_recipe_is_one_error(tmp_path, 
     (tmp_path / "run" / "recipe.resolved.yaml").write_text("a: &a [*a]\n")
     with pytest.raises(LrfrError, match=r"recipe.resolved.yaml: not a readable recipe \(the alias \*a"):
         load_model(tmp_path / "run", registry=registry, device="cpu")
+
+
+def test_1e_3_is_a_number_in_recipes_and_set_values(tmp_path, registry):
+    """YAML 1.1 reads 1e-3 as a string, which was refused as 'must be a number' with no hint."""
+    assert parse_set("train.optimizer.lr=1e-3") == (["train", "optimizer", "lr"], 0.001)
+    text = BASE.format(name="exp", seed=0).replace("train: {epochs: 1, batch_size: 4}",
+                                                   "train: {epochs: 1, batch_size: 4, optimizer: {lr: 1e-3}}")
+    assert load_recipe(recipe(tmp_path, text), registry=registry).optimizer.lr == 0.001
+    assert load_yaml("v: 2.5E+4\nw: e3\n") == {"v": 25000.0, "w": "e3"}
