@@ -37,9 +37,10 @@ def distilled(tmp_path_factory):
 
 
 def test_the_recipe_as_shipped_validates_and_says_what_it_starts_from(registry):
-    data = yaml.safe_load((ROOT / "recipes" / "lr-distill.yaml").read_text())
-    assert data["backbone"] == {"name": "onnx", "params": {"path": "runs/demo/model.onnx"}}
-    assert data["train"]["epochs"] == 0 and data["finetune"][0]["name"] == "distill"
+    data = load_recipe(ROOT / "recipes" / "lr-distill.yaml", registry=registry).data  # every parameter checked
+    assert data["backbone"]["name"] == "onnx" and data["backbone"]["params"]["path"] == "runs/demo/model.onnx"
+    assert data["train"]["epochs"] == 0 and data["train"]["batch_size"] == 128
+    assert data["finetune"][0]["name"] == "distill" and data["finetune"][0]["params"]["steps"] == 470
     assert data["export"]["onnx"] is True
 
 

@@ -164,55 +164,22 @@ def _recognition_model(folder: pathlib.Path, candidates: list[pathlib.Path], out
 def onnx_model(path: pathlib.Path, *, batch_size: int = 256, mean: float | None = None, std: float | None = None,
                bgr: bool | None = None, output: str | None = None) -> LoadedModel:
     """An ONNX recognition model through onnxruntime, fed as its graph (or the user) says; its output checked."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise LrfrError("evaluating an ONNX model needs onnxruntime: pip install onnxruntime "
-                        "(or pip install 'lrfr-plugins[onnxruntime]').") from None
     from ..onnx_model.feeding import formula, load_onnx, read_feeding
+    from ..onnx_model.runtime import open_session, run_batches
 
     feeding = read_feeding(load_onnx(path), path, mean=mean, std=std, bgr=bgr, output=output)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: mxnet-era graphs list weights as inputs and ort warns per weight
-    try:
-        session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
-    except Exception as exc:
-        raise LrfrError(f"{path}: onnxruntime cannot load the model: {_first_line(exc)}. A custom op or an opset "
-                        f"newer than onnxruntime {ort.__version__} supports needs a newer onnxruntime "
-                        "(pip install -U onnxruntime) or a re-export.") from None
-    step = feeding.batch or batch_size
-
-    def run(chunk: np.ndarray) -> np.ndarray:
-        try:
-            return session.run([feeding.output_name], {feeding.input_name: chunk})[0]
-        except Exception as exc:
-            raise LrfrError(f"{path}: onnxruntime failed on a batch of {chunk.shape[0]} images "
-                            f"{list(chunk.shape)}: {_first_line(exc)}") from None
+    session = open_session(path)
 
     def embed(images: torch.Tensor) -> np.ndarray:
-        x = feeding.to_model_input(images)
-        out = []
-        for i in range(0, x.shape[0], step):
-            chunk = x[i:i + step]
-            if feeding.batch and chunk.shape[0] < feeding.batch:  # pad a fixed-batch model's last chunk
-                pad = np.zeros((feeding.batch - chunk.shape[0], *chunk.shape[1:]), np.float32)
-                got = _embeddings(run(np.concatenate([chunk, pad])), feeding.batch, path, feeding.output_name)
-                out.append(got[:chunk.shape[0]])
-            else:
-                out.append(_embeddings(run(chunk), chunk.shape[0], path, feeding.output_name))
-        if not out:
+        out = run_batches(session, feeding, feeding.to_model_input(images), where=path, batch_size=batch_size)
+        if out.shape[0] == 0:
             return np.zeros((0, 0), np.float32)
         fed = f"{'BGR' if feeding.bgr else 'RGB'}, {formula(feeding.mean, feeding.std)}"
-        return _checked(np.concatenate(out).astype(np.float32), path, fed)
+        return _checked(_embeddings(out, images.shape[0], path, feeding.output_name).astype(np.float32), path, fed)
 
     return LoadedModel(embed, {"kind": "onnx", "path": str(path), "input_mean": feeding.mean,
                                "input_std": feeding.std, "output": feeding.output_name,
                                "providers": session.get_providers(), "feeding": feeding.as_dict()})
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _embeddings(out: np.ndarray, n: int, path: pathlib.Path, name: str) -> np.ndarray:

@@ -149,14 +149,10 @@ class OnnxBackbone(Backbone):
 
     def _check_parity(self, where: str) -> float:
         """Largest |torch - onnxruntime| relative to the largest |output|; LrfrError beyond ``tolerance``."""
+        from ...onnx_model.runtime import open_session, run_batches
         from ...ops.preprocess import to_network_input
         from ...synthetic import SyntheticFaceGenerator
 
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise LrfrError("backbone 'onnx': check_parity needs onnxruntime (pip install onnxruntime), or set "
-                            "check_parity: false.") from None
         rgb = SyntheticFaceGenerator(PARITY_SEED, "test").render(np.arange(PARITY_FACES), np.zeros(PARITY_FACES, int))
         images = torch.from_numpy(np.ascontiguousarray(rgb.transpose(0, 3, 1, 2)))
         was = self.training
@@ -165,14 +161,11 @@ class OnnxBackbone(Backbone):
         self.train(was)
         feed = self.feeding.to_model_input(images)
         try:
-            session = ort.InferenceSession(where, providers=["CPUExecutionProvider"])
-            step = self.feeding.batch or len(feed)  # a fixed-batch model runs chunk by chunk
-            name, out = self.feeding.input_name, [self.feeding.output_name]
-            theirs = np.concatenate([session.run(out, {name: feed[i:i + step]})[0] for i in range(0, len(feed), step)])
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise LrfrError(f"backbone 'onnx': onnxruntime cannot run {where} to check the import ({first}). Set "
-                            "check_parity: false to use the imported module unchecked.") from None
+            theirs = run_batches(open_session(where, ["CPUExecutionProvider"]), self.feeding, feed, where=where,
+                                 batch_size=len(feed))
+        except LrfrError as exc:
+            raise LrfrError(f"backbone 'onnx': cannot check the import against onnxruntime: {exc} Set check_parity: "
+                            "false to use the imported module unchecked.") from None
         theirs = theirs.reshape(len(feed), -1)
         scale = float(np.abs(theirs).max()) or 1.0
         diff = float(np.abs(ours - theirs).max()) / scale
