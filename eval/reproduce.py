@@ -205,8 +205,8 @@ class Job:
         atomic_write_text(recipe_file, yaml.safe_dump(self.recipe, sort_keys=False))
         if (self.run_dir / "recipe.resolved.yaml").is_file():  # the saved recipe already holds the overrides
             command = [*lrfr_command(), "run", "--resume", str(self.run_dir)]
-        else:  # --overwrite: a start that failed before training left nothing worth keeping
-            command = [*lrfr_command(), "run", str(recipe_file), "--out", str(self.run_dir), "--overwrite"]
+        else:  # a start that failed its checks left no run there (lrfr writes the recipe once they pass)
+            command = [*lrfr_command(), "run", str(recipe_file), "--out", str(self.run_dir)]
             for assignment in overrides:
                 command += ["--set", assignment]
         return [*command, "--no-progress"]  # its output goes to a file; the suite shows one bar over the runs

@@ -62,7 +62,8 @@ def _registry():
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help=SET_HELP)
 @click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path),
               help="Run directory. Default: runs/<recipe name>.")
-@click.option("--overwrite", is_flag=True, help="Replace a run that already exists in the run directory.")
+@click.option("--overwrite", is_flag=True, help="Replace the run in the run directory once the new one has finished "
+              "(it trains in DIR.new; the old run stays until then; your other files stay).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=pathlib.Path), metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from its last checkpoint (the recipe comes from RUN_DIR).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars (default: on).")
@@ -75,27 +76,33 @@ def run(recipe: pathlib.Path | None, overrides: tuple[str, ...], out: pathlib.Pa
     table is printed at the end.
     """
     from .recipe import load_recipe
-    from .runner import execute, prepare_run_dir, resume_recipe
+    from .run_dir import claim_run_dir, replaced_target
+    from .runner import execute, resume_recipe
 
     registry = _registry()
     if resume_dir is not None:
         if recipe is not None or overrides or out is not None or overwrite:
             raise LrfrError("--resume RUN_DIR continues a run with the recipe saved in RUN_DIR; "
                             "do not pass RECIPE, --set, --out or --overwrite with it.")
-        prepare_run_dir(resume_dir, overwrite=False, resume=True)
-        resolved = resume_recipe(resume_dir, registry)
-        run_dir = resume_dir
+        target = resume_dir
     else:
         if recipe is None:
             raise LrfrError("missing RECIPE: e.g. 'lrfr run recipes/demo.yaml' (or --resume RUN_DIR).")
         resolved = load_recipe(recipe, overrides, registry=registry)
-        run_dir = out if out is not None else pathlib.Path("runs") / resolved.name
-        prepare_run_dir(run_dir, overwrite=overwrite, resume=False)
-    try:
-        result = execute(resolved, registry, run_dir, resume=resume_dir is not None, progress=progress)
-    except KeyboardInterrupt:
-        click.echo(f"\nInterrupted. Continue from the last finished epoch with: lrfr run --resume {run_dir}", err=True)
-        sys.exit(130)
+        target = out if out is not None else pathlib.Path("runs") / resolved.name
+    with claim_run_dir(target, overwrite=overwrite, resume=resume_dir is not None) as run_dir:
+        if resume_dir is not None:
+            resolved = resume_recipe(run_dir, registry)
+        final = replaced_target(run_dir) or run_dir
+        try:
+            result = execute(resolved, registry, run_dir, resume=resume_dir is not None, progress=progress)
+        except KeyboardInterrupt:
+            replacing = f" It replaces {final} when it finishes; {final} is untouched until then." \
+                if final != run_dir else ""
+            click.echo(f"\nInterrupted. Continue from the last finished epoch with: lrfr run --resume {run_dir}."
+                       f"{replacing}", err=True)
+            sys.exit(130)
+    run_dir = final
     click.echo(result.results_markdown)
     shown = [name for name in ("model.onnx", "results.md", "accuracy_vs_resolution.png", "metrics.json",
                                "recipe.resolved.yaml") if (run_dir / name).exists()]

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import pathlib
-import shutil
 import time
 from typing import Any
 
@@ -29,10 +28,10 @@ from .export.onnx import export_onnx
 from .plots import plot_accuracy_vs_resolution
 from .recipe import Recipe, load_recipe_data, validate
 from .registry import Registry
+from .run_dir import launch_rank, prepare_run_dir  # noqa: F401  (prepare_run_dir: re-exported for callers of execute)
 from .results import results_markdown
 
 log = logging.getLogger("lrfr")
-RUN_MARKERS = ("recipe.resolved.yaml", "checkpoint.pt", "metrics.json")
 
 
 @dataclasses.dataclass
@@ -40,29 +39,6 @@ class RunResult:
     run_dir: pathlib.Path
     metrics: dict[str, Any]
     results_markdown: str
-
-
-def holds_run(path: pathlib.Path) -> bool:
-    return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
-
-
-def prepare_run_dir(out: pathlib.Path, *, overwrite: bool, resume: bool) -> None:
-    """Check (and with ``overwrite`` empty) the run directory. Under torchrun only rank 0 judges it; the other ranks
-    only make sure it exists, so they never race rank 0's checks."""
-    if _launch_rank() > 0:
-        out.mkdir(parents=True, exist_ok=True)
-        return
-    if resume:
-        if not holds_run(out):
-            raise RunDirError(f"{out}: nothing to resume: no run found there (no recipe.resolved.yaml). "
-                              "Start a run with 'lrfr run RECIPE --out DIR'.")
-        return
-    if holds_run(out):
-        if not overwrite:
-            raise RunDirError(f"{out}: this directory already holds a run. Pass --resume {out} to continue it, "
-                              "--overwrite to replace it, or --out DIR to write elsewhere.")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _device(choice: str) -> torch.device:
@@ -74,13 +50,8 @@ def _device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def _launch_rank() -> int:
-    """This process's rank as torchrun announced it (0 for a plain process), known before the group is joined."""
-    return int(os.environ.get("RANK", "0"))
-
-
 def _attach_log(run_dir: pathlib.Path) -> logging.Handler:
-    name = "run.log" if _launch_rank() == 0 else f"run-rank{_launch_rank()}.log"
+    name = "run.log" if launch_rank() == 0 else f"run-rank{launch_rank()}.log"
     handler = logging.FileHandler(run_dir / name, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -173,7 +144,13 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     finished_finetune = None
     if resume and own_checkpoint.exists():
         state = load_checkpoint(own_checkpoint)
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunDirError(f"{own_checkpoint}: does not fit the recipe in {run_dir / 'recipe.resolved.yaml'} "
+                              f"({first}). They come from different runs, or one was edited: restore the matching "
+                              "pair, or start afresh with 'lrfr run RECIPE --overwrite'.") from None
         finished_finetune = json.loads(state["finetune_done"]) if state.get("finetune_done") else None
         if main:
             _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
