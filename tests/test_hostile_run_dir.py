@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -154,3 +155,26 @@ def test_run_files_are_told_apart_from_the_users_files():
         assert is_run_file(name), name
     for name in ("notes.txt", ".notes", "model.onnx.backup", "my.checkpoint.pt", ".hidden.txt.bak"):
         assert not is_run_file(name), name
+
+
+def test_two_real_runs_into_one_directory_one_is_refused_and_the_other_finishes_whole(tmp_path):
+    out = tmp_path / "runs" / "r"
+    slow = write_recipe(tmp_path, "slow.yaml").read_text().replace("epochs: 2", "epochs: 40")
+    (tmp_path / "slow.yaml").write_text(slow)
+    first = subprocess.Popen([sys.executable, "-m", "lrfr_plugins.cli", "run", str(tmp_path / "slow.yaml"), "--out",
+                              str(out), "--overwrite", "--no-progress"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    lock = out.parent / ".r.lock"
+    try:
+        for _ in range(600):  # wait (up to a minute) until the first run holds the directory
+            if lock.exists() and lock.read_text().startswith(f"process {first.pid} "):
+                break
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.1)
+        second = lrfr("run", write_recipe(tmp_path, "new.yaml", seed=9), "--out", out, "--overwrite", "--no-progress")
+        assert second.exit_code == 1 and f"in use by another lrfr run (process {first.pid} on " in second.output
+    finally:
+        stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr
+    assert b"seed: 0" in (out / "recipe.resolved.yaml").read_bytes()  # the first run's recipe, with its checkpoint
+    assert (out / "run.log").read_text().count("lrfr-plugins ") == 1  # one run logged, not two interleaved
