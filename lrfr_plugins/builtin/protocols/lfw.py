@@ -24,7 +24,7 @@ import torch
 from ...api import Embedder, Protocol, ProtocolResult, param
 from ...errors import DataError
 from ...formats.recordio import decode_image
-from .pairs import PRESET_DOC, PairProtocolParams, Preset, evaluate_pairs, stack_images
+from .pairs import PRESET_DOC, PairProtocolParams, Preset, check_pair_labels, evaluate_pairs, stack_images
 
 EXTENSIONS = (".jpg", ".png", ".jpeg")
 
@@ -123,7 +123,13 @@ class LFW(Protocol):
         if not root.is_dir():
             raise DataError(f"{root}: the LFW folder does not exist. Give an aligned 112x112 LFW folder "
                             "root/<Name>/<Name>_0001.jpg (e.g. FaceX-Zoo's lfw_crop) as 'root'.")
-        parse_pairs(self.pairs_path())
+        plist = parse_pairs(self.pairs_path())
+        check_pair_labels(plist.issame, self._folds(plist), self.params.procedure, str(self.pairs_path()),
+                          "a pairs file")
+
+    def _folds(self, plist: PairList) -> int:
+        """The folds parameter, else the pairs file's header, else 10."""
+        return self.params.folds or plist.folds or 10
 
     def load(self) -> tuple[torch.Tensor, PairList, pathlib.Path]:
         """The images the pairs use (uint8 (N, 3, 112, 112), in first-use order), the pair list and its path."""
@@ -156,7 +162,6 @@ class LFW(Protocol):
     def evaluate(self, embed: Embedder, *, progress: bool = True) -> ProtocolResult:
         p = self.params
         images, plist, pairs_path = self.load()
-        folds = p.folds or plist.folds or 10
         return evaluate_pairs(images, plist.pairs, plist.issame, embed, sizes=p.sizes, preset=p.preset,
-                              folds=folds, progress=progress, name="lfw",
+                              folds=self._folds(plist), progress=progress, name="lfw", source=str(pairs_path),
                               extra_settings={"root": str(p.root), "pairs_file": str(pairs_path)}, **p.settings())

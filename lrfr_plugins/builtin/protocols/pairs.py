@@ -46,6 +46,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...api import Embedder, ProtocolResult, param
+from ...errors import DataError
 from ...metrics.verification import cosine_scores, insightface_10fold, lozhkina_10fold, roc_auc, roc_curve, thin_curve
 from ...ops.resize import Mode, Rounding, check_modes, resize_down_up, resize_to
 
@@ -124,6 +125,30 @@ def stack_images(decoded, where, warn: str) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
+def check_pair_labels(issame, folds: int, procedure: str, where: str, what: str = "a pair list") -> None:
+    """Refuse, before anything is embedded, labels on which the k-fold accuracy is undefined, with a DataError
+    naming ``where`` and the fix (the metrics' own ValueError would surface as a traceback deep in evaluation).
+    ``what`` names the kind of data in the advice ("a .bin", "a pairs file")."""
+    labels = np.asarray(issame, dtype=bool)
+    n, same = len(labels), int(labels.sum())
+    if n == 0:
+        raise DataError(f"{where}: holds no pairs; there is nothing to verify. Use {what} with same and different "
+                        "pairs.")
+    if same in (0, n):
+        kind = "same-identity" if same else "different-identity"
+        raise DataError(f"{where}: all {n} pairs are {kind} pairs (issame is all {bool(same)}); accuracy thresholds "
+                        "are undefined without both kinds, so verification accuracy cannot be measured. Use "
+                        f"{what} with same and different pairs.")
+    if procedure == "lozhkina" and folds < 2:
+        raise DataError(f"{where}: {folds} fold with the lozhkina procedure, which scores each fold with a threshold "
+                        "from the others and so needs at least 2: set the protocol parameter folds (lrfr eval: --set "
+                        "folds=10), or procedure=insightface (one fold: train = test).")
+    if n < folds:
+        raise DataError(f"{where}: has {n} pairs, fewer than the {folds} folds (each fold needs at least one pair): "
+                        f"set the protocol parameter folds to at most {n} (lrfr eval: --set folds={n}), or use {what} "
+                        f"with at least {folds} pairs.")
+
+
 def check_sizes(sizes: list[int]) -> None:
     if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 or s > SIZE for s in sizes):
         raise ValueError(f"sizes must be a non-empty list of sizes in 1..{SIZE}, got {sizes}")
@@ -156,6 +181,9 @@ class PairProtocolParams:
         resolved = resolve_preset(self.preset, **{k: getattr(self, k) for k in PRESET_KEYS})
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
+        if self.folds == 1 and self.procedure == "lozhkina":
+            raise ValueError("folds=1 needs procedure insightface (one fold: train = test = all pairs); the lozhkina "
+                             "procedure scores each fold with a threshold from the others, so it needs folds >= 2")
 
     def settings(self) -> dict[str, Any]:
         """The preset-driven settings (already resolved), as keyword arguments of :func:`evaluate_pairs`."""
@@ -236,12 +264,13 @@ def evaluate_pairs(images: torch.Tensor, pairs: np.ndarray, issame: np.ndarray, 
                    cross_rows: bool | None = None, down: str | None = None, up: str | None = None,
                    antialias: bool | None = None, rounding: str | None = None, quantize_lr: bool | None = None,
                    flip: bool | None = None, procedure: str | None = None, folds: int = 10,
-                   progress: bool = True, name: str = "pairs",
+                   progress: bool = True, name: str = "pairs", source: str | None = None,
                    extra_settings: dict[str, Any] | None = None) -> ProtocolResult:
     """Verification accuracy of ``pairs`` (P, 2) of ``images`` (N, 3, 112, 112) uint8 at each of ``sizes``.
 
     ``None`` settings come from ``preset`` (see the module doc). Folds are ``folds`` contiguous blocks of the pairs
-    in the given order. ``extra_settings`` (data source, counts) are added to ``settings``.
+    in the given order. ``extra_settings`` (data source, counts) are added to ``settings``. Labels the folds cannot
+    score (:func:`check_pair_labels`) raise a DataError naming ``source`` (default ``name``) before any embedding.
     """
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 \
             or tuple(images.shape[1:]) != (3, SIZE, SIZE):
@@ -256,6 +285,7 @@ def evaluate_pairs(images: torch.Tensor, pairs: np.ndarray, issame: np.ndarray, 
     check_sizes(list(sizes))
     s = resolve_preset(preset, which=which, cross_rows=cross_rows, down=down, up=up, antialias=antialias,
                        rounding=rounding, quantize_lr=quantize_lr, flip=flip, procedure=procedure)
+    check_pair_labels(issame, folds, s["procedure"], source or name)
     proc = PROCEDURES[s["procedure"]]
     first, second = np.unique(pairs[:, 0]), np.unique(pairs[:, 1])
     both = np.unique(pairs)
