@@ -22,16 +22,41 @@ SET_HELP = "Override a recipe value: DOTTED.PATH=VALUE (YAML), e.g. --set train.
 
 
 class LrfrGroup(click.Group):
-    """Turns LrfrError into 'Error: ...' and exit status 1, without a traceback unless --traceback."""
+    """Turns LrfrError, and an OSError of writing (full disk, read-only or forbidden folder), into 'Error: ...' and
+    exit status 1, without a traceback unless --traceback."""
+
+    #: How to write elsewhere, per command, in write-failure messages (a command may set ctx.meta's
+    #: "lrfr.write_elsewhere" instead, as 'lrfr data pack' does).
+    WRITE_ELSEWHERE = {"run": "run with --out DIR on another disk", "eval": "pass --out DIR on another disk",
+                       "report": "pass --out DIR on another disk"}
 
     def invoke(self, ctx: click.Context) -> Any:
+        from .errors import WriteError
+        from .write_errors import is_write_failure
+
         try:
             return super().invoke(ctx)
         except LrfrError as exc:
-            if ctx.meta.get("lrfr.traceback"):
-                traceback.print_exc()
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(1)
+            self._fail(ctx, self._write_message(ctx, exc) if isinstance(exc, WriteError) else str(exc))
+        except OSError as exc:
+            if not is_write_failure(exc):
+                raise
+            self._fail(ctx, self._write_message(ctx, exc, maybe_read=True))
+
+    def _write_message(self, ctx: click.Context, exc: OSError, maybe_read: bool = False) -> str:
+        """The write failure in words, with this command's way of writing elsewhere."""
+        from .write_errors import message as write_message
+
+        elsewhere = ctx.meta.get("lrfr.write_elsewhere") or self.WRITE_ELSEWHERE.get(ctx.invoked_subcommand or "")
+        return write_message(exc.filename, exc.errno, exc.strerror or str(exc), elsewhere=elsewhere,
+                             maybe_read=maybe_read, run=ctx.invoked_subcommand == "run")
+
+    @staticmethod
+    def _fail(ctx: click.Context, text: str) -> None:
+        if ctx.meta.get("lrfr.traceback"):
+            traceback.print_exc()
+        click.echo(f"Error: {text}", err=True)
+        ctx.exit(1)
 
 
 @click.group(cls=LrfrGroup, context_settings={"help_option_names": ["-h", "--help"]})

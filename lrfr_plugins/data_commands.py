@@ -1,4 +1,4 @@
-"""``lrfr data``: pack an image folder into an InsightFace training pack, and describe data on disk.
+"""``lrfr data``: pack an image folder into an InsightFace training pack, rebuild a pack's index, describe data on disk.
 
 The logic lives in plain functions, :func:`~lrfr_plugins.formats.packing.pack_image_folder` and :func:`describe`;
 the click commands only parse options and print. Heavy imports (numpy, PIL, torch, tqdm) happen inside them, so
@@ -318,6 +318,7 @@ def data() -> None:
 
     \b
       lrfr data pack faces/ packed/      image folder -> packed/train.rec, train.idx, property
+      lrfr data index packed/train.rec   rebuild a missing or broken train.idx from train.rec
       lrfr data info packed/             counts, meta-header, a few samples, file sizes
       lrfr data info lfw.bin --json      machine-readable
     """
@@ -340,14 +341,53 @@ def pack_command(src: pathlib.Path, dst: pathlib.Path, list_file: pathlib.Path |
 
     The layout is InsightFace's face2rec2 one, which arcface_torch's MXFaceDataset reads: record 0 meta-header,
     images keyed 1..N grouped by identity (labels = sorted identity folder names), one identity-range record per
-    identity. Faces should be aligned 112x112; other sizes are resized, with a warning.
+    identity. Faces should be aligned 112x112; other sizes are resized, with a warning. Temp files that an
+    interrupted earlier pack left in DST are removed (and named).
     """
     from .formats.packing import pack_image_folder
+
+    click.get_current_context().meta["lrfr.write_elsewhere"] = "pack into a folder on another disk"
 
     summary = pack_image_folder(src, dst, list_file=list_file, quality=quality, overwrite=overwrite,
                                 skip_corrupt=skip_corrupt, progress=progress,
                                 warn=lambda msg: click.echo(f"Warning: {msg}", err=True))
     click.echo(summary.line())
+
+
+@data.command("index")
+@click.argument("rec", type=click.Path(path_type=pathlib.Path))
+@click.option("--idx", "idx_path", type=click.Path(dir_okay=False, path_type=pathlib.Path), metavar="PATH",
+              help="Where to write the index. Default: REC with the suffix .idx (train.rec -> train.idx).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar (default: on).")
+def index_command(rec: pathlib.Path, idx_path: pathlib.Path | None, progress: bool) -> None:
+    """Rebuild the .idx of the RecordIO file REC (or of PACK_FOLDER/train.rec) by scanning it.
+
+    The .idx says where each record starts; without it (or with a broken one) a pack cannot be read at random.
+    Keys come from the records' IRHeader ids (as face2rec2, im2rec, RecBuilder and 'lrfr data pack' write them),
+    else from file order. The index is written atomically: a failure leaves the old one as it was.
+
+    \b
+      lrfr data index faces_webface_112x112/train.rec
+    """
+    from .engine.checkpoint import remove_stale_temp_files
+    from .formats.recordio import rebuild_index
+
+    if rec.is_dir():
+        rec = rec / "train.rec"
+    idx_path = idx_path if idx_path is not None else rec.with_suffix(".idx")
+    click.get_current_context().meta["lrfr.write_elsewhere"] = "pass --idx PATH on another disk"
+    if not rec.is_file():
+        raise DataError(f"{rec}: no such RecordIO file. Pass the .rec file of the pack (e.g. packed/train.rec) or "
+                        "the pack folder that holds train.rec.")
+    if idx_path.resolve() == rec.resolve():
+        raise DataError(f"--idx {idx_path}: is the .rec itself; the index must be another file (e.g. "
+                        f"{rec.with_suffix('.idx')}).")
+    removed, _ = remove_stale_temp_files(idx_path.parent, [idx_path.name])
+    existed = idx_path.exists()
+    records = rebuild_index(rec, idx_path, progress=progress)
+    click.echo(f"{'Replaced' if existed else 'Wrote'} {idx_path}: {records:,} records of {rec} "
+               f"({idx_path.stat().st_size:,} bytes)."
+               + (f" Removed temp file(s) of an interrupted earlier index: {', '.join(removed)}." if removed else ""))
 
 
 @data.command("info")

@@ -51,3 +51,21 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return " Did you mean 'x'?" for the closest choice, or an empty string."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+class WriteError(LrfrError, OSError):
+    """A file that cannot be written (full disk, quota, read-only or forbidden folder).
+
+    Also an OSError with the original ``errno`` and ``filename`` (the target, never a temp file), so callers that
+    catch OSError keep working; ``str()`` is the one-line message of :mod:`lrfr_plugins.write_errors`.
+    """
+
+    def __init__(self, path, code: int | None, reason: str, message: str):
+        super().__init__(code, reason, str(path))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):
+        return type(self), (self.filename, self.errno, self.strerror, self.message)

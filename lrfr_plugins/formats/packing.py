@@ -54,12 +54,18 @@ class PackSummary:
     skipped: list[str] = dataclasses.field(default_factory=list)
     bytes: int = 0  # train.rec + train.idx + property
     seconds: float = 0.0
+    #: temp files of an earlier, interrupted pack into ``dst`` (its writer no longer runs) that were removed
+    removed_temps: list[str] = dataclasses.field(default_factory=list)
 
     def line(self) -> str:
         """The one-line summary the CLI prints."""
-        return (f"Packed {self.images} images of {self.identities} identities into {self.dst} "
+        text = (f"Packed {self.images} images of {self.identities} identities into {self.dst} "
                 f"(train.rec, train.idx, property): {self.resized} resized, {len(self.skipped)} skipped, "
                 f"{self.copied} JPEGs stored unchanged, {self.bytes:,} bytes, {self.seconds:.1f} s.")
+        if self.removed_temps:
+            text += (f" Removed {len(self.removed_temps)} temp file(s) left by an interrupted earlier pack: "
+                     f"{', '.join(self.removed_temps)}.")
+        return text
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -95,10 +101,11 @@ def pack_image_folder(src: str | os.PathLike, dst: str | os.PathLike, *, list_fi
     """Pack ``src`` (``root/<identity>/<image>``, or the images ``list_file`` names) into ``dst``.
 
     ``dst`` gets ``train.rec``, ``train.idx`` (written atomically: a failure leaves any previous pack as it was) and
-    ``property``. An existing pack is refused unless ``overwrite``. A corrupt image raises a
-    :class:`~lrfr_plugins.errors.DataError` naming it, unless ``skip_corrupt`` (then it is left out and listed in
-    ``PackSummary.skipped``). ``warn`` receives the warnings (resized images, skipped images); default: the
-    ``lrfr`` logger.
+    ``property``. Temp files that an interrupted earlier pack (``kill -9``) left in ``dst`` are removed first and
+    listed in ``PackSummary.removed_temps``; no other file is touched. An existing pack is refused unless
+    ``overwrite``. A corrupt image raises a :class:`~lrfr_plugins.errors.DataError` naming it, unless
+    ``skip_corrupt`` (then it is left out and listed in ``PackSummary.skipped``). ``warn`` receives the warnings
+    (resized images, skipped images, temp files of another machine that are kept); default: the ``lrfr`` logger.
     """
     src, dst = pathlib.Path(src), pathlib.Path(dst)
     warn = warn or log.warning
@@ -127,8 +134,14 @@ def pack_image_folder(src: str | os.PathLike, dst: str | os.PathLike, *, list_fi
 
     from tqdm.auto import tqdm
 
+    from ..engine.checkpoint import remove_stale_temp_files  # imports torch: only once there is something to write
+
     start_time = time.perf_counter()
     summary = PackSummary(dst=dst, images=0, identities=num_ids)
+    summary.removed_temps, foreign = remove_stale_temp_files(dst, PACK_FILES)
+    if foreign:
+        warn(f"kept {', '.join(foreign)} in {dst}: temp file(s) of a pack written on another machine, which may "
+             "still be running there. Delete them once no pack into this folder runs anywhere.")
     created_dst = not dst.exists()
     counts = [0] * num_ids  # images written per identity
     try:

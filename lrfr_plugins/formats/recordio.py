@@ -27,6 +27,7 @@ import io
 import numbers
 import os
 import pathlib
+import shlex
 import struct
 import threading
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import DataError
+from ..write_errors import writing
 
 PathLike = str | os.PathLike
 
@@ -173,10 +175,24 @@ def _walk_record(f: _File, offset: int, what: str, hint: str, *, read: bool) -> 
             parts.append(MAGIC_BYTES)
 
 
+def rebuild_index_command(rec_path: PathLike, idx_path: PathLike | None = None) -> str:
+    """The shell command that rebuilds the .idx of ``rec_path``: what every hint about a bad .idx tells the user."""
+    rec_path = pathlib.Path(rec_path)
+    cmd = f"lrfr data index {shlex.quote(str(rec_path))}"
+    if idx_path is not None and pathlib.Path(idx_path) != rec_path.with_suffix(".idx"):
+        cmd += f" --idx {shlex.quote(str(idx_path))}"
+    return cmd
+
+
+def _rebuild_hint(rec_path: PathLike, idx_path: PathLike | None = None) -> str:
+    return (f"Rebuild it with: {rebuild_index_command(rec_path, idx_path)} "
+            "(in Python: lrfr_plugins.formats.rebuild_index).")
+
+
 def _read_record(f: _File, offset: int, what: str) -> tuple[bytes, int]:
     """Read the (possibly multi-part) record starting at ``offset``; return the payload and the next offset."""
     hint = ("The file is truncated or corrupt (re-download or re-pack it), or the .idx does not belong to this .rec "
-            "(rebuild it with lrfr_plugins.formats.rebuild_index).")
+            f"(rebuild it with: {rebuild_index_command(f.path)}).")
     payload, end = _walk_record(f, offset, what, hint, read=True)
     return payload or b"", end
 
@@ -204,11 +220,11 @@ def _parse_idx(idx_path: pathlib.Path, rec: _File) -> tuple[np.ndarray, np.ndarr
     try:
         text = idx_path.read_text(encoding="ascii")
     except FileNotFoundError:
-        raise DataError(f"{idx_path}: index file not found. Pass idx_path=None to scan {rec.path} sequentially, or "
-                        "rebuild the index with lrfr_plugins.formats.rebuild_index.") from None
+        raise DataError(f"{idx_path}: index file not found (it lists where each record of {rec.path} starts). "
+                        f"{_rebuild_hint(rec.path, idx_path)}") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"{idx_path}: not a text .idx file (non-ASCII byte at offset {exc.start}). Rebuild it with "
-                        "lrfr_plugins.formats.rebuild_index.") from None
+        raise DataError(f"{idx_path}: not a text .idx file (non-ASCII byte at offset {exc.start}). "
+                        f"{_rebuild_hint(rec.path, idx_path)}") from None
     lines = text.splitlines()
     try:
         fields = [ln.split() for ln in lines]
@@ -226,7 +242,7 @@ def _parse_idx(idx_path: pathlib.Path, rec: _File) -> tuple[np.ndarray, np.ndarr
                 int(a[0]), int(a[1])
             except ValueError:
                 raise DataError(f"{idx_path}: line {lineno}: expected 'key<TAB>byte_offset' with two integers, got "
-                                f"{ln[:80]!r}. Rebuild the index with lrfr_plugins.formats.rebuild_index.") from None
+                                f"{ln[:80]!r}. {_rebuild_hint(rec.path, idx_path)}") from None
         raise  # pragma: no cover
     keys = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
     offsets = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
@@ -237,14 +253,14 @@ def _parse_idx(idx_path: pathlib.Path, rec: _File) -> tuple[np.ndarray, np.ndarr
         why = (f"points past the end of {rec.path} ({rec.size} bytes)" if o < 0 or o + 8 > rec.size
                else "is not a multiple of 4, so no record can start there")
         raise DataError(f"{idx_path}: line {_line_of(lines, i)}: key {int(keys[i])} has byte offset {o}, which "
-                        f"{why}. The .rec is truncated or the .idx belongs to another file; re-download the pair or "
-                        "rebuild the index with lrfr_plugins.formats.rebuild_index.")
+                        f"{why}. The .rec is truncated or the .idx belongs to another file: re-download the pair, or "
+                        f"rebuild the index with: {rebuild_index_command(rec.path, idx_path)}.")
     uniq, counts = np.unique(keys, return_counts=True)
     if uniq.size != keys.size:
         dup = int(uniq[counts > 1][0])
         where = [_line_of(lines, int(i)) for i in np.flatnonzero(keys == dup)[:3]]
-        raise DataError(f"{idx_path}: key {dup} appears more than once (lines {where}). Rebuild the index with "
-                        "lrfr_plugins.formats.rebuild_index.")
+        raise DataError(f"{idx_path}: key {dup} appears more than once (lines {where}). "
+                        f"{_rebuild_hint(rec.path, idx_path)}")
     return keys, offsets
 
 
@@ -409,8 +425,10 @@ class RecordWriter:
             raise ValueError(f"{self.rec_path}: record key {key} was already written")
         data = encode_record(payload)
         offset = self._tell
-        self._rec.write(data)
-        self._idx.write(f"{key}\t{offset}\n")
+        with writing(self.rec_path):
+            self._rec.write(data)
+        with writing(self.idx_path):
+            self._idx.write(f"{key}\t{offset}\n")
         self._tell += len(data)
         self._keys.add(key)
         self._next_key = max(self._next_key, key + 1)
@@ -425,22 +443,29 @@ class RecordWriter:
             return
         self.closed = True
         try:
-            for fh in (self._rec, self._idx):
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
+            for fh, path in ((self._rec, self.rec_path), (self._idx, self.idx_path)):
+                with writing(path):
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    fh.close()
         except BaseException as exc:
+            self._close_quietly()
             self._stack.__exit__(type(exc), exc, exc.__traceback__)
             raise
         self._stack.close()
+
+    def _close_quietly(self) -> None:
+        """Close both temp files whatever their unflushed buffers do (a full disk fails every flush again)."""
+        for fh in (self._rec, self._idx):
+            with contextlib.suppress(OSError):
+                fh.close()
 
     def abort(self) -> None:
         """Discard everything written; the target files are left as they were."""
         if self.closed:
             return
         self.closed = True
-        self._rec.close()
-        self._idx.close()
+        self._close_quietly()
         exc = RuntimeError("RecordWriter aborted")
         with contextlib.suppress(RuntimeError):
             self._stack.__exit__(RuntimeError, exc, None)
@@ -725,7 +750,8 @@ class TrainingSet:
             if missing.size:
                 raise DataError(f"{where}: the meta-header announces keys 1..{end_id - 1} but "
                                 f"{self.reader.idx_path} lacks {missing.size} of them (first: {int(missing[0])}). "
-                                "The .idx is truncated or belongs to another pack.")
+                                "The .idx is truncated or belongs to another pack: rebuild it with: "
+                                f"{rebuild_index_command(self.reader.rec_path, self.reader.idx_path)}.")
         else:
             self.image_keys = [int(k) for k in self.reader.keys]
         prop_path = self.root / prop
