@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+from .engine.checkpoint import remove_stale_temp_files
 from .errors import RunDirError
 
 #: What ``lrfr run`` writes into a run directory (names or glob patterns); nothing else is ever removed from it.
@@ -234,6 +235,10 @@ def claim_run_dir(target: pathlib.Path, *, overwrite: bool = False, resume: bool
     locked = (replaced_target(target) if resume else None) or target
     with RunLock(locked):
         run_dir = prepare_run_dir(target, overwrite=overwrite, resume=resume)
+        removed, _ = remove_stale_temp_files(run_dir, is_run_file)
+        if removed:
+            _say(f"removed {len(removed)} temporary file(s) of an earlier run that was killed while writing: "
+                 f"{', '.join(removed)}")
         try:
             yield run_dir
         except BaseException:

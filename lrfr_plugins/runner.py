@@ -7,11 +7,13 @@ A run directory holds ``recipe.resolved.yaml`` (re-running it reproduces the run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -50,9 +52,23 @@ def _device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+class _RunLog(logging.FileHandler):
+    """run.log. A write that fails (a full disk) stops the log with one line on stderr, not a traceback per record:
+    the run itself goes on, and its checkpoint saves report a full disk properly."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        log.removeHandler(self)
+        print(f"lrfr: cannot write {self.baseFilename} any more ({sys.exc_info()[1]}); the run goes on without it.",
+              file=sys.stderr)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # the last flush of a full disk fails again: already reported
+            super().close()
+
+
 def _attach_log(run_dir: pathlib.Path) -> logging.Handler:
     name = "run.log" if launch_rank() == 0 else f"run-rank{launch_rank()}.log"
-    handler = logging.FileHandler(run_dir / name, encoding="utf-8")
+    handler = _RunLog(run_dir / name, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -234,10 +250,16 @@ def _finetune(recipe: Recipe, registry: Registry, protocols: list[Any], embed: A
 
 
 def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
-    """Drop log lines of steps after the checkpoint: they are trained again and would appear twice."""
+    """Drop log lines of steps after the checkpoint: they are trained again and would appear twice. A line cut short
+    by a kill or a full disk is dropped too (it can only be the last one written)."""
     if path.is_file():
-        keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= last_step]
+        keep = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                if json.loads(line)["step"] <= last_step:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 

@@ -178,3 +178,43 @@ def test_two_real_runs_into_one_directory_one_is_refused_and_the_other_finishes_
     assert first.returncode == 0, stderr
     assert b"seed: 0" in (out / "recipe.resolved.yaml").read_bytes()  # the first run's recipe, with its checkpoint
     assert (out / "run.log").read_text().count("lrfr-plugins ") == 1  # one run logged, not two interleaved
+
+
+def dead_pid():
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
+
+
+def test_resume_after_a_kill_mid_write_drops_the_cut_log_line_and_the_dead_writers_temp_file(tmp_path, old_run):
+    from lrfr_plugins.engine.checkpoint import temp_prefix
+
+    with open(old_run / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 9, "loss": 1.2')  # the append a kill -9 cut short
+    leftover = old_run / (temp_prefix(old_run / "checkpoint.pt").replace(f"-{os.getpid()}-", f"-{dead_pid()}-")
+                          + "abc123")
+    leftover.write_bytes(b"half a checkpoint")
+    result = lrfr("run", "--resume", old_run, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert f"removed 1 temporary file(s) of an earlier run that was killed while writing: {leftover.name}" \
+        in result.output
+    assert not leftover.exists() and (old_run / "notes.txt").exists()
+    lines = (old_run / "metrics.jsonl").read_text().splitlines()
+    assert lines and all(__import__("json").loads(line)["step"] <= 4 for line in lines)
+
+
+def test_a_run_log_that_can_no_longer_be_written_stops_with_one_line(capsys):
+    from lrfr_plugins.runner import _RunLog, log
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full for a real 'no space left on device'")
+    handler = _RunLog("/dev/full", encoding="utf-8")
+    log.addHandler(handler)
+    try:
+        log.warning("first")
+        log.warning("second")
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    err = capsys.readouterr().err
+    assert err.count("cannot write /dev/full any more") == 1 and "No space left on device" in err
+    assert "Traceback" not in err and "Logging error" not in err

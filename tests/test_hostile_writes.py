@@ -479,3 +479,19 @@ def test_kill_9_during_a_real_pack_leaves_only_its_temp_files_which_the_next_pac
     summary = pack_image_folder(src, dst)
     assert sorted(summary.removed_temps) == left and summary.images == 400
     assert sorted(p.name for p in dst.iterdir()) == ["property", "train.idx", "train.rec"]
+
+
+def test_atomically_written_files_keep_the_mode_a_plain_write_would_give(tmp_path):
+    """mkstemp makes its file owner-only; a pack, checkpoint or model.onnx others should read must not stay so."""
+    from lrfr_plugins.engine.checkpoint import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "private.txt").write_text("x")
+        os.chmod(tmp_path / "private.txt", 0o600)
+        atomic_write_text(tmp_path / "private.txt", "y")  # a replaced file keeps its own mode
+        assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(umask)

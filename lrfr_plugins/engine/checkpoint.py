@@ -14,7 +14,7 @@ import pathlib
 import re
 import socket
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Iterator
 
 import torch
@@ -47,6 +47,7 @@ def atomic_path(path: pathlib.Path) -> Iterator[pathlib.Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
         os.close(fd)
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes it owner-only; a pack or model is meant to be shared
         try:
             yield pathlib.Path(tmp)
             os.replace(tmp, path)
@@ -54,6 +55,16 @@ def atomic_path(path: pathlib.Path) -> Iterator[pathlib.Path]:
             with contextlib.suppress(OSError):  # never hide the write's own error behind the clean-up's
                 pathlib.Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _file_mode(path: pathlib.Path) -> int:
+    """The mode the replaced file had, or what open() would give a new one (0o666 less the umask)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
@@ -98,19 +109,23 @@ def _pid_running(pid: int) -> bool:
     return True
 
 
-def stale_temp_files(folder: pathlib.Path, names: Iterable[str]) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
-    """Temp files of atomic writes of ``names`` in ``folder`` whose writer is gone: (stale, kept).
+def stale_temp_files(folder: pathlib.Path, names: Iterable[str] | Callable[[str], bool]
+                     ) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """Temp files of atomic writes of ``names`` (or of the names ``names(name)`` accepts) in ``folder`` whose
+    writer is gone: (stale, kept).
 
     Stale: written on this machine by a process that no longer runs. Kept: another machine's (on a shared disk its
     writer may still run). Files that do not carry our temp mark, and live writers' temp files, are not listed.
     """
-    wanted, stale, kept = set(names), [], []
+    wanted = names if callable(names) else set(names).__contains__
+    stale: list[pathlib.Path] = []
+    kept: list[pathlib.Path] = []
     if not folder.is_dir():
         return stale, kept
     host = _host()
     for entry in sorted(folder.iterdir()):
         m = _TEMP_RE.fullmatch(entry.name)
-        if m is None or m["name"] not in wanted or entry.is_symlink() or not entry.is_file():
+        if m is None or not wanted(m["name"]) or entry.is_symlink() or not entry.is_file():
             continue
         if m["host"] != host:
             kept.append(entry)
@@ -119,7 +134,8 @@ def stale_temp_files(folder: pathlib.Path, names: Iterable[str]) -> tuple[list[p
     return stale, kept
 
 
-def remove_stale_temp_files(folder: pathlib.Path, names: Iterable[str]) -> tuple[list[str], list[str]]:
+def remove_stale_temp_files(folder: pathlib.Path, names: Iterable[str] | Callable[[str], bool]
+                            ) -> tuple[list[str], list[str]]:
     """Remove the stale temp files of :func:`stale_temp_files`; return the names removed and the names kept."""
     stale, kept = stale_temp_files(folder, names)
     removed = []
