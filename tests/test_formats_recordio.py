@@ -266,10 +266,10 @@ def test_truncated_file_and_length_past_eof(tmp_path):
     data = rec.read_bytes()
     rec.write_bytes(data[:off + 100])  # cut inside record 6: its length now runs past the end
     (d / "train.idx").write_text("".join(f"{k}\t{o}\n" for k, o in zip(r0.keys, r0._offsets) if o < off + 100))
-    r = RecordReader(rec, d / "train.idx")
-    with pytest.raises(DataError, match=rf"train\.rec: record key 6: the record part at byte offset {off} declares "
-                                        r"\d+ bytes, which runs past the end of the file \(byte " + str(off + 100)):
-        r.read(key)
+    with pytest.raises(DataError, match=rf"train\.rec: the last record the \.idx lists \(byte offset {off}\): the "
+                                        rf"record part at byte offset {off} declares \d+ bytes, which runs past the "
+                                        r"end of the file \(byte " + str(off + 100)):
+        RecordReader(rec, d / "train.idx")  # found on opening, before any training step
     rec.write_bytes(data[:off + 5])  # cut inside the 8-byte header; no .idx: the scan finds it
     (d / "train.idx").unlink()
     with pytest.raises(DataError, match=rf"train\.rec: record #5 \(sequential scan\): the record header at byte "
@@ -288,9 +288,9 @@ def test_truncated_multipart_record(tmp_path):
     cut = off + 8 + first_len + 8 + 4
     rec.write_bytes(data[:cut])
     (d / "train.idx").write_text(f"{ref['magic_key']}\t{off}\n")
-    with pytest.raises(DataError, match=rf"record key {ref['magic_key']}: the record header at byte offset "
-                                        rf"{off + 8 + first_len + 8} is cut off"):
-        RecordReader(rec, d / "train.idx").read(ref["magic_key"])
+    with pytest.raises(DataError, match=rf"the last record the \.idx lists \(byte offset {off}\): the record header "
+                                        rf"at byte offset {off + 8 + first_len + 8} is cut off"):
+        RecordReader(rec, d / "train.idx")
 
 
 def test_idx_pointing_past_eof(tmp_path):
@@ -323,8 +323,9 @@ def test_bad_continuation_flag(tmp_path):
                                         r"at byte offset 0"):
         RecordReader(rec)
     (tmp_path / "c.idx").write_text("0\t0\n")
-    with pytest.raises(DataError, match=r"c\.rec: record key 0: continuation flag 2 at byte offset 0"):
-        RecordReader(rec).read(0)
+    with pytest.raises(DataError, match=r"c\.rec: the last record the \.idx lists \(byte offset 0\): continuation "
+                                        r"flag 2 at byte offset 0"):
+        RecordReader(rec)
 
 
 def test_missing_files_and_bad_property(tmp_path):
@@ -351,3 +352,24 @@ def test_property_must_agree_with_meta_header(tmp_path):
         TrainingSet(d)
     (d / "property").unlink()
     assert TrainingSet(d).num_classes == 3  # falls back to the meta-header
+
+
+def test_a_cut_or_stale_idx_is_refused_instead_of_reading_a_smaller_pack(tmp_path):
+    d = copy_fixture(tmp_path, "faces_tiny")
+    lines = (d / "train.idx").read_text().splitlines()
+    (d / "train.idx").write_text("\n".join(lines[:-3]) + "\n")  # the last three records are no longer listed
+    with pytest.raises(DataError, match=rf"train\.idx: lists {len(lines) - 3} records, the last ending at byte \d+, "
+                                        r"but .*train\.rec holds \d+ bytes: the \.idx is cut short or older than the "
+                                        r"\.rec, and records would be missed. Rebuild it with: lrfr data index"):
+        RecordReader(d / "train.rec", d / "train.idx")
+
+
+def test_a_damaged_middle_record_is_named_by_its_key_when_read(tmp_path):
+    d = copy_fixture(tmp_path, "faces_tiny")
+    reader = RecordReader(d / "train.rec", d / "train.idx")
+    key = int(reader.keys[3])
+    data = bytearray((d / "train.rec").read_bytes())
+    data[reader.offset(key):reader.offset(key) + 4] = b"XXXX"  # the magic of one record in the middle
+    (d / "train.rec").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"train\.rec: record key {key}: .*byte offset {reader.offset(key)}"):
+        RecordReader(d / "train.rec", d / "train.idx").read(key)

@@ -261,7 +261,22 @@ def _parse_idx(idx_path: pathlib.Path, rec: _File) -> tuple[np.ndarray, np.ndarr
         where = [_line_of(lines, int(i)) for i in np.flatnonzero(keys == dup)[:3]]
         raise DataError(f"{idx_path}: key {dup} appears more than once (lines {where}). "
                         f"{_rebuild_hint(rec.path, idx_path)}")
+    _check_covers(idx_path, rec, offsets)
     return keys, offsets
+
+
+def _check_covers(idx_path: pathlib.Path, rec: _File, offsets: np.ndarray) -> None:
+    """The last record the .idx lists must end where the .rec ends: a cut or stale .idx would otherwise make a
+    pack read as a smaller one without a word (one header read)."""
+    if not offsets.size:
+        return
+    last = int(offsets.max())
+    _, end = _walk_record(rec, last, f"the last record the .idx lists (byte offset {last})",
+                          f"The .idx does not belong to this .rec. {_rebuild_hint(rec.path, idx_path)}", read=False)
+    if end < rec.size:
+        raise DataError(f"{idx_path}: lists {offsets.size} records, the last ending at byte {end}, but {rec.path} "
+                        f"holds {rec.size} bytes: the .idx is cut short or older than the .rec, and records would be "
+                        f"missed. {_rebuild_hint(rec.path, idx_path)}")
 
 
 def _line_of(lines: list[str], entry: int) -> int:
