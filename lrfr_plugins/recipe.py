@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ParamsError, RecipeError, UnknownPluginError, did_you_mean
-from .params import build_params, param, params_to_dict
+from .params import build_params, format_problems, param, params_to_dict
 from .registry import Registry
 from .safe_yaml import load_yaml
 
@@ -22,6 +22,8 @@ SCHEMA_VERSION = 1
 #: Top-level sections: slot sections name one plugin, list sections several.
 SLOTS = {"data": "dataset", "backbone": "backbone", "head": "head", "quality": "quality"}
 LISTS = {"degradations": "degradation", "finetune": "finetuner", "eval": "protocol"}
+#: What an empty list of each list section means, for the message that tells how to write "none".
+LIST_NONE = {"degradations": "degradations", "finetune": "fine-tuning", "eval": "benchmarks"}
 HOST = ("lrfr", "name", "extends", "seed", "train", "export")
 TOP_LEVEL = HOST + tuple(SLOTS) + tuple(LISTS)
 REQUIRED_SLOTS = ("data", "backbone", "head")
@@ -30,7 +32,8 @@ REQUIRED_SLOTS = ("data", "backbone", "head")
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     name: Literal["sgd", "adamw"] = param("sgd", "optimizer")
-    lr: float = param(0.1, "learning rate", gt=0)
+    # bounded so that lr x embedding_lr_scale stays a float32 (beyond it the optimizer fails with a traceback)
+    lr: float = param(0.1, "learning rate", gt=0, le=1e30)
     momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
     weight_decay: float = param(5e-4, "weight decay", ge=0)
 
@@ -47,7 +50,7 @@ class TrainConfig:
     gamma: float = param(0.1, "learning-rate factor at each milestone", gt=0)
     warmup_steps: int = param(0, "linear learning-rate warm-up, in steps", ge=0)
     max_steps: int | None = param(None, "stop after this many steps (for quick checks); null: all epochs")
-    embedding_lr_scale: float = param(1.0, "learning-rate factor for the classifier (class centres)", gt=0)
+    embedding_lr_scale: float = param(1.0, "learning-rate factor for the classifier (class centres)", gt=0, le=1e6)
     sample_rate: float = param(1.0, "Partial FC: fraction of each rank's class centres scored per step (every class "
                                     "of the batch always is; arcface_torch's sample_rate)", gt=0, le=1)
     hflip: float = param(0.5, "probability of a horizontal flip per training image", ge=0, le=1)
@@ -126,6 +129,13 @@ class _Origins:
             if source:
                 return source
         return self.by_path.get("", "<recipe>")
+
+    def all_of(self, path: str) -> str:
+        """Every source of ``path`` and the values below it, ``--set`` first: for a problem that several values
+        cause together (a cross-field check), so none of them goes unnamed."""
+        found = [self.of(path)] + [s for k, s in self.by_path.items() if k.startswith(path + ".")]
+        unique = sorted(dict.fromkeys(found), key=lambda s: not s.startswith("--set "))
+        return unique[0] + (" with " + ", ".join(unique[1:]) if len(unique) > 1 else "")
 
 
 def _read_yaml(path: pathlib.Path, shown: str) -> dict[str, Any]:
@@ -211,8 +221,12 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def _apply_set(tree: dict[str, Any], parts: list[str], value: Any, assignment: str) -> None:
+def _apply_set(tree: dict[str, Any], parts: list[str], value: Any, assignment: str) -> tuple[str, list[str]]:
+    """Set the value; return its dotted path as validation spells it (list index -1 -> 2) and the paths of the
+    mappings this --set created on the way, so problems there are blamed on the --set, not on the file."""
     node: Any = tree
+    canonical: list[str] = []
+    created: list[str] = []
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         where = ".".join(parts[: i + 1])
@@ -220,19 +234,24 @@ def _apply_set(tree: dict[str, Any], parts: list[str], value: Any, assignment: s
             if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
                 raise RecipeError(f"--set {assignment!r}: {where}: list index out of range "
                                   f"(the list has {len(node)} items; use 0..{len(node) - 1}).")
+            index = int(part) % len(node)
+            canonical.append(str(index))
             if last:
-                node[int(part)] = value
+                node[index] = value
             else:
-                node = node[int(part)]
+                node = node[index]
         elif isinstance(node, dict):
+            canonical.append(part)
             if last:
                 node[part] = value
             else:
                 if node.get(part) is None:
                     node[part] = {}
+                    created.append(".".join(canonical))
                 node = node[part]
         else:
             raise RecipeError(f"--set {assignment!r}: {'.'.join(parts[:i])} is a value, not a mapping or list.")
+    return ".".join(canonical), created
 
 
 def load_recipe_data(path: str | pathlib.Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, _Origins]:
@@ -243,9 +262,12 @@ def load_recipe_data(path: str | pathlib.Path, overrides: list[str] | tuple[str,
     origins.by_path[""] = _display(path.resolve())
     for assignment in overrides:
         parts, value = parse_set(assignment)
-        _apply_set(data, parts, value, assignment)
-        origins.forget_below(".".join(parts))
-        origins.record(value, "--set", ".".join(parts))
+        source = f"--set {assignment.strip()}"  # each --set by itself: 'train.epochs=-1' is what the user typed
+        where, created = _apply_set(data, parts, value, assignment)
+        for prefix in created:
+            origins.by_path[prefix] = source
+        origins.forget_below(where)
+        origins.record(value, source, where)
     data.setdefault("name", path.stem)
     return data, origins
 
@@ -255,6 +277,24 @@ def load_recipe_data(path: str | pathlib.Path, overrides: list[str] | tuple[str,
 
 def _problem_block(origin: str, path: str, message: str) -> str:
     return f"{origin}: {path}: {message}"
+
+
+def _params_blocks(exc: ParamsError, path: str, owner: str, origins: _Origins, problems: list[str],
+                   renamed_by: str | None = None) -> None:
+    """One block per source of the problems: two bad values of one section from two places are each blamed on their
+    own place. A cross-field problem names every source below ``path``; a parameter that is unknown only because a
+    --set renamed the plugin (``renamed_by``) names that --set too."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name, problem in exc.problems or [("(params)", str(exc))]:
+        if name == "(params)":
+            origin = origins.all_of(path)
+        else:
+            origin = origins.of(f"{path}.{name}")
+            if renamed_by and renamed_by != origin and problem.startswith("unknown parameter"):
+                origin = f"{origin} with {renamed_by}"
+        groups.setdefault(origin, []).append((name, problem))
+    for origin, group in groups.items():
+        problems.append(_problem_block(origin, path, format_problems(group, owner)))
 
 
 def _resolve_slot(registry: Registry, kind: str, path: str, value: Any, origins: _Origins,
@@ -286,8 +326,9 @@ def _resolve_slot(registry: Registry, kind: str, path: str, value: Any, origins:
     try:
         built = info.build_params(params)
     except ParamsError as exc:
-        first = exc.problems[0][0] if exc.problems else ""
-        problems.append(_problem_block(origins.of(f"{path}.params.{first}"), f"{path}.params", str(exc)))
+        named_by = origins.of(f"{path}.name")
+        _params_blocks(exc, f"{path}.params", info.owner, origins, problems,
+                       renamed_by=named_by if named_by.startswith("--set ") else None)
         return None
     return {"name": name, "params": params_to_dict(built),
             "provider": {"distribution": info.provider.distribution, "version": info.provider.version}}
@@ -302,8 +343,7 @@ def _resolve_host(cls: type, path: str, value: Any, origins: _Origins, problems:
     try:
         return build_params(cls, value, owner=f"'{path}'")
     except ParamsError as exc:
-        first = exc.problems[0][0] if exc.problems else ""
-        problems.append(_problem_block(origins.of(f"{path}.{first}"), path, str(exc)))
+        _params_blocks(exc, path, f"'{path}'", origins, problems)
         return None
 
 
@@ -323,6 +363,23 @@ def _resolve_default_quality(registry: Registry, resolved: dict[str, Any], origi
         problems.append(_problem_block(origins.of("head"), "quality",
                                        f"head '{head['name']}' needs a per-sample quality: add 'quality: {{name: ...}}'. "
                                        f"Installed: {', '.join(registry.names('quality')) or '(none)'}"))
+
+
+def _not_a_list(section: str, value: Any) -> str:
+    """A list section that holds something else, with how to write 'none' and how to write entries."""
+    got = f"a mapping ({_short(value)})" if isinstance(value, dict) else _short(value)
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        fix = (f"It looks like one entry without its list dash: write '{section}: [{{name: {value['name']}, "
+               "params: {...}}]' (or '- name: ...' on the next line)")
+    else:
+        fix = (f"Write '{section}: []' for no {LIST_NONE[section]}, or list them: "
+               f"'{section}: [{{name: ..., params: {{...}}}}]'")
+    return f"must be a list of {{name: ..., params: {{...}}}} entries, got {got}. {fix}."
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_folder_name(name: str) -> bool:
@@ -370,10 +427,11 @@ def validate(data: dict[str, Any], origins: _Origins, registry: Registry, path: 
             continue
         resolved[section] = _resolve_slot(registry, kind, section, value, origins, problems)
     for section, kind in LISTS.items():
-        value = data.get(section) or []
-        if not isinstance(value, list):
-            problems.append(_problem_block(origins.of(section), section,
-                                           f"must be a list of {{name: ..., params: {{...}}}} entries, got {value!r}."))
+        value = data.get(section)
+        if value is None:  # absent or 'eval:' alone; '', false, 0 or {} are mistakes, not "none"
+            value = []
+        elif not isinstance(value, list):
+            problems.append(_problem_block(origins.of(section), section, _not_a_list(section, value)))
             value = []
         resolved[section] = [_resolve_slot(registry, kind, f"{section}.{i}", item, origins, problems)
                              for i, item in enumerate(value)]

@@ -58,10 +58,12 @@ def load_runs(paths: list[pathlib.Path], *, merge: bool = False) -> list[Run]:
         path = pathlib.Path(path)
         metrics, single = path / "metrics.json", path / "eval.json"
         if metrics.is_file():
-            data = _read_json(metrics)
-            name, evaluations = data.get("run") or path.name, data.get("eval") or []
+            data = _read_json(metrics, "a metrics.json of 'lrfr run'")
+            _check_metrics(data, metrics)
+            name, evaluations = data.get("run") or path.name, data["eval"]
         elif single.is_file():
-            data = _read_json(single)
+            data = _read_json(single, "an eval.json of 'lrfr eval --out'")
+            _check_eval_json(data, single)
             name, evaluations = (data.get("model") or {}).get("recipe") or path.name, [data]
         else:
             raise RunDirError(f"{path}: no metrics.json (from 'lrfr run') or eval.json (from 'lrfr eval --out'). "
@@ -135,11 +137,98 @@ def _mean_curves(evals: list[dict[str, Any]]) -> dict[str, dict[str, list[float]
     return curves
 
 
-def _read_json(path: pathlib.Path) -> dict[str, Any]:
+def _read_json(path: pathlib.Path, what: str) -> dict[str, Any]:
+    """The file's JSON object; anything else (unreadable, not UTF-8, not JSON, a list or number) is a RunDirError
+    naming the file, never a traceback further on."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read it: {exc.strerror or exc}.") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x}), so not "
+                          f"{what}.") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise RunDirError(f"{path}: cannot read it as JSON ({exc}). The run may be unfinished.") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: not {what}: it holds {_kind(data)}, not a JSON object. Give the run directory of "
+                          "a finished run.")
+    return data
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _check_metrics(data: dict[str, Any], path: pathlib.Path) -> None:
+    """The fields the report reads, with the types it reads them as (metrics.json of 'lrfr run')."""
+    def bad(problem: str) -> RunDirError:
+        return RunDirError(f"{path}: not a metrics.json of 'lrfr run': {problem}.")
+
+    if data.get("run") is not None and not isinstance(data["run"], str):
+        raise bad(f"'run' is {_kind(data['run'])}, not a string")
+    evaluations = data.get("eval")
+    if evaluations is None:
+        raise bad("no 'eval' list")
+    if not isinstance(evaluations, list):
+        raise bad(f"'eval' is {_kind(evaluations)}, not a list")
+    for i, ev in enumerate(evaluations):
+        problem = _evaluation_problem(ev, f"eval[{i}]")
+        if problem:
+            raise bad(problem)
+
+
+def _check_eval_json(data: dict[str, Any], path: pathlib.Path) -> None:
+    problem = _evaluation_problem(data, "the file")
+    model = data.get("model")
+    if not problem and model is not None and not isinstance(model, dict):
+        problem = f"'model' is {_kind(model)}, not an object"
+    elif not problem and isinstance(model, dict) and model.get("recipe") is not None \
+            and not isinstance(model["recipe"], str):
+        problem = f"model.recipe is {_kind(model['recipe'])}, not a string"
+    if problem:
+        raise RunDirError(f"{path}: not an eval.json of 'lrfr eval --out': {problem}.")
+
+
+def _evaluation_problem(ev: Any, where: str) -> str | None:
+    """What is wrong with one protocol result (ProtocolResult.as_dict()) for the report, or None."""
+    if not isinstance(ev, dict):
+        return f"{where} is {_kind(ev)}, not an object"
+    if not isinstance(ev.get("protocol"), str) or not ev["protocol"]:
+        return f"{where} has no 'protocol' name"
+    for field, kind in (("results", dict), ("rows", list), ("curves", dict), ("settings", dict)):
+        if ev.get(field) is not None and not isinstance(ev[field], kind):
+            return f"{where}.{field} is {_kind(ev[field])}, not {'an object' if kind is dict else 'a list'}"
+    for key, metrics in (ev.get("results") or {}).items():
+        if not isinstance(metrics, dict):
+            return f"{where}.results[{key!r}] is {_kind(metrics)}, not an object"
+        for metric in (*METRICS, "std"):
+            value = metrics.get(metric)
+            if value is not None and not _is_number(value):
+                return f"{where}.results[{key!r}].{metric} is {_kind(value)}, not a number"
+    for i, row in enumerate(ev.get("rows") or []):
+        if not isinstance(row, dict):
+            return f"{where}.rows[{i}] is {_kind(row)}, not an object"
+        for metric in ("accuracy", "std", "sem"):
+            if row.get(metric) is not None and not _is_number(row[metric]):
+                return f"{where}.rows[{i}].{metric} is {_kind(row[metric])}, not a number"
+    for name, curve in (ev.get("curves") or {}).items():
+        needs = ("fpr", "tpr") if str(name).startswith("roc:") else ("rank", "rate") if str(name).startswith("cmc:") \
+            else ()
+        if not isinstance(curve, dict) or not all(isinstance(curve.get(k), list) for k in needs) or not all(
+                isinstance(v, list) and all(_is_number(x) for x in v) for v in curve.values()):
+            lists = f" ({' and '.join(needs)})" if needs else ""
+            return f"{where}.curves[{name!r}] is not an object of number lists{lists}"
+    return None
 
 
 def _key_order(key: str) -> tuple:
@@ -171,7 +260,7 @@ def _rows_of(runs: list[Run], protocol: str, display: str, metric: str) -> list[
         cells = {}
         for run in runs:
             metrics = run.evaluations.get(protocol, {}).get("results", {}).get(key)
-            if metrics and metric in metrics:
+            if metrics and _is_number(metrics.get(metric)):  # a null metric is a missing cell
                 cells[run.name] = (float(metrics[metric]), metrics.get("std"))
         out.append(Row(label, protocol, key, metric, cells))
     return out

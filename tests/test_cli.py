@@ -75,11 +75,12 @@ def test_validate_ok_prints_resolved_recipe(tiny_recipe):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--set", "head.name=arcfce"], "Error: --set: head.name: unknown head 'arcfce'."),
+    (["--set", "head.name=arcfce"], "Error: --set head.name=arcfce: head.name: unknown head 'arcfce'."),
     (["--set", "head.params.margn=0.3"], "head.params: 1 problem for head 'arcface' (lrfr-plugins 0.1.0):\n"
                                          "  - margn: unknown parameter; did you mean 'margin'?"),
-    (["--set", "train.epochs=two"], "--set: train: 1 problem for 'train':\n  - epochs: must be an integer, got 'two'"),
-    (["--set", "data=null"], "--set: data: required: the dataset to use"),
+    (["--set", "train.epochs=two"], "--set train.epochs=two: train: 1 problem for 'train':\n"
+                                    "  - epochs: must be an integer, got 'two'"),
+    (["--set", "data=null"], "--set data=null: data: required: the dataset to use"),
     (["--set", "eval=5"], "eval: must be a list of {name: ..., params: {...}} entries, got 5."),
 ])
 def test_validate_errors_exit_1_with_path_and_fix(tiny_recipe, args, message):

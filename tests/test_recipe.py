@@ -104,7 +104,8 @@ def test_every_problem_at_once_with_file_and_dotted_path(tmp_path, registry):
             f"  Installed heads: {', '.join(registry.names('head'))}") in message
     assert ("child.yaml: backbone.params: 1 problem for backbone 'tiny' (lrfr-plugins 0.1.0):\n"
             "  - embeding_size: unknown parameter; did you mean 'embedding_size'?") in message
-    assert "--set: train: 1 problem for 'train':\n  - batch_size: must be an integer, got 'one'" in message
+    assert ("--set train.batch_size=one: train: 1 problem for 'train':\n"
+            "  - batch_size: must be an integer, got 'one'") in message
 
 
 def test_problem_in_a_base_file_names_the_base(tmp_path, registry):

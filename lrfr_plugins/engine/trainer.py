@@ -248,9 +248,7 @@ class Trainer:
         # cosine to the (sampled) centres, margin head, cross-entropy over all ranks' classes, head.extra_loss()
         loss = self.classifier(embeddings, labels, parts.head, quality, generator=self.sample_generator)
         if not torch.isfinite(loss):
-            raise LrfrError(f"training stopped at step {self.step + 1} (epoch {self.epoch + 1}): the loss is "
-                            f"{loss.item()}. Lower train.optimizer.lr or add warm-up (train.warmup_steps); the last "
-                            "good checkpoint is kept in the run directory (lrfr run --resume continues from it).")
+            raise LrfrError(self._non_finite_message(loss.item()))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.world_size > 1:  # a head's own parameters see every rank's shard: sum their gradients
@@ -263,6 +261,27 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.item(), self.classifier.last_accuracy
+
+    def _non_finite_message(self, loss: float) -> str:
+        """Promise a checkpoint to resume from only when one is on disk: a loss that diverges in the first epoch
+        leaves none, and resuming with the same settings would diverge again."""
+        stopped = f"training stopped at step {self.step + 1} (epoch {self.epoch + 1}): the loss is {loss}."
+        fixes = f"lower train.optimizer.lr (now {self.opt_config.lr:g}), add warm-up (train.warmup_steps)"
+        fixes += ", turn train.grad_clip on" if not self.config.grad_clip else ""
+        path = getattr(self, "checkpoint_path", None)
+        state = None
+        if path is not None and path.is_file():
+            try:  # only its position is read; mmap leaves the tensors on disk
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception:  # a checkpoint that cannot be read is no checkpoint to offer
+                state = None
+        if not isinstance(state, dict):
+            return (f"{stopped} No checkpoint was written before that, so there is nothing to resume: {fixes}, check "
+                    "the training data and the head's parameters, then start the run again (--overwrite replaces "
+                    "this one).")
+        return (f"{stopped} The last good checkpoint, {path} (step {state.get('step')}, epoch {state.get('epoch')}), "
+                f"is kept. To continue from it, {fixes} in {path.parent / 'recipe.resolved.yaml'} and run 'lrfr run "
+                f"--resume {path.parent}' (the same settings would diverge again); or start again with --overwrite.")
 
     def fit(self, run_dir: pathlib.Path, *, progress: bool = True,
             on_epoch_end: Callable[[int], dict[str, Any] | None] | None = None) -> dict[str, Any]:
@@ -278,7 +297,7 @@ class Trainer:
         main = self.rank == 0
         progress = progress and main
         log_file = MetricsLog(run_dir, tensorboard=config.tensorboard, enabled=main)
-        checkpoint = run_dir / checkpoint_name(self.rank)
+        checkpoint = self.checkpoint_path = run_dir / checkpoint_name(self.rank)
         self.parts.backbone.train()
         self.parts.head.train()
         bar = tqdm(total=total, initial=min(self.step, total), desc="train", unit="step", disable=not progress,
