@@ -3,7 +3,8 @@
 Most estimators read the uint8 images (N, 3, H, W), 0..255, after degradation and before normalisation; the
 host calls them before the forward pass. One that sets ``uses_embeddings = True`` (the feature norm of AdaFace
 and MagFace) is called after the forward pass with ``embeddings=`` the backbone's raw output (N, D), which it may
-keep differentiable. ``lr_mask`` (N,) bool marks the images a degradation changed.
+keep differentiable. ``lr_mask`` (N,) bool marks the images a degradation made low-resolution
+(:class:`~lrfr_plugins.api.DegradedBatch`).
 """
 
 from __future__ import annotations

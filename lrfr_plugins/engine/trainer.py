@@ -200,13 +200,14 @@ class Trainer:
             group["lr"] = self.opt_config.lr * factor * group["scale"]
         return self.opt_config.lr * factor
 
-    def _image_quality(self, images: torch.Tensor, lr_mask: torch.Tensor, indices: torch.Tensor | None):
-        """The estimator's values for the batch; with a cache, only degraded or never-seen images are computed."""
+    def _image_quality(self, images: torch.Tensor, lr_mask: torch.Tensor, changed: torch.Tensor,
+                       indices: torch.Tensor | None):
+        """The estimator's values for the batch; with a cache, only changed or never-seen images are computed."""
         estimator = self.parts.quality
         if self.quality_cache is None or indices is None:
             return estimator(images, lr_mask=lr_mask)
         quality = self.quality_cache[indices].clone()
-        degraded = lr_mask.cpu()
+        degraded = changed.cpu()
         todo = degraded | torch.isnan(quality)
         if todo.any():
             rows = todo.to(images.device)
@@ -221,15 +222,17 @@ class Trainer:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         lr_mask = torch.zeros(images.shape[0], dtype=torch.bool, device=self.device)
+        changed = lr_mask.clone()
         if self.config.hflip > 0:
             flip = (torch.rand(images.shape[0], generator=self.generator) < self.config.hflip).to(self.device)
             images = hflip(images, flip)
         for degradation in parts.degradations:
             out = degradation(images, self.generator)
             images, lr_mask = out.images, lr_mask | out.lr_mask.to(self.device)
+            changed = changed | out.changed.to(self.device)
         quality = None
         if parts.quality is not None and not getattr(parts.quality, "uses_embeddings", False):
-            quality = self._image_quality(images, lr_mask, indices)
+            quality = self._image_quality(images, lr_mask, changed, indices)
         return images, labels, lr_mask, quality
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor,

@@ -21,7 +21,7 @@ the effective values, with ``preset`` kept as a label of where they came from; l
 the same parameters (every field is explicit then). Consequence: editing ``preset`` in a *resolved* recipe changes
 nothing, because every value is already explicit; edit the values, or start from the original recipe.
 
-``lr_mask`` marks degraded images. An image drawn with a size >= its height and width is left unchanged and is **not**
+``lr_mask`` marks the images made low-resolution (``changed`` is the same mask). An image drawn with a size >= its height and width is left unchanged and is **not**
 marked, so with sizes that reach the input size (e.g. ``size_range: [5, 112]``) fewer than ``lr_fraction`` of the
 images are marked. All work runs batched on the images' device (torch ops, one interpolate pair per distinct size);
 the random draws use the caller's CPU generator.
