@@ -6,6 +6,21 @@ Public API::
     head = lrfr_plugins.create("head", "arcface", margin=0.5)
 
 Plugin authors import ``hookimpl`` and the base classes in ``lrfr_plugins.api``.
+
+What is stable (covered by SemVer: names in each module's ``__all__`` keep their signatures and meaning within a
+major version):
+
+- ``lrfr_plugins``: ``create``, ``get_registry``, ``hookimpl``, ``KINDS`` and the error classes;
+- ``lrfr_plugins.api``: the base classes, ``param`` and ``NoParams``;
+- ``lrfr_plugins.ops``: ``resize_down_up``, ``to_network_input`` and ``margin_logits`` (the margin formula of the
+  built-in heads), so a plugin degrades, feeds and margins images exactly as the host does;
+- ``lrfr_plugins.metrics``: verification (10-fold accuracies, ROC, TAR@FAR, AUC, ``thin_curve``) and
+  identification (CMC, rank-k) metrics for protocols;
+- ``lrfr_plugins.synthetic``: ``SyntheticFaceGenerator`` and ``draw_pairs``, for synthetic datasets and protocols;
+- ``lrfr_plugins.testing``: ``check_plugin`` and the per-kind conformance checks for a plugin's tests.
+
+Everything else (``builtin``, ``engine``, ``formats``, ``recipe``, ``runner``, submodules of the packages
+above, ...) is internal and may change in any release: import from the modules listed here.
 """
 
 from __future__ import annotations

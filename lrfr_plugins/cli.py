@@ -153,9 +153,14 @@ def validate(recipe: pathlib.Path, overrides: tuple[str, ...], quiet: bool) -> N
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {kind, name, provider, version, ...}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of {kind, name, provider, version, flags, ...}.")
 def plugins(as_json: bool) -> None:
     """List every registered plugin with the package that provides it.
+
+    The flags column shows the contract flags that are set: for heads needs_quality, default_quality,
+    calibrated_quality and stochastic; for quality estimators uses_embeddings and cacheable; for finetuners
+    needs_labels (with default params). --json lists every flag with its value.
 
     Plugins come from the 'lrfr' entry-point group of installed packages. LRFR_LOAD_PLUGINS=a,b loads only
     those third-party plugins (empty: none); LRFR_BLOCK_PLUGINS=a,b never loads them.
@@ -167,9 +172,16 @@ def plugins(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        click.echo(markdown_table([{k: r[k] for k in ("kind", "name", "provider", "version", "doc")} for r in rows]))
+        click.echo(markdown_table([{**{k: r[k] for k in ("kind", "name", "provider", "version")},
+                                    "flags": _compact_flags(r["flags"]), "doc": r["doc"]} for r in rows]))
     for err in registry.load_errors:
         click.echo(f"Warning: plugin not loaded: {err.source} from {err.provider}: {err.error}", err=True)
+
+
+def _compact_flags(flags: dict[str, Any]) -> str:
+    """The flags that are set, for a table column: true ones by name, values as name=value; false ones left out."""
+    return ", ".join(key if value is True else f"{key}={value}" for key, value in flags.items()
+                     if value is not False and value is not None)
 
 
 @main.command()
@@ -189,6 +201,10 @@ def show(kind: str, name: str, as_json: bool) -> None:
     click.echo(f"{kind} '{name}' from {info.provider} ({info.cls.__module__}.{info.cls.__qualname__})")
     if info.doc:
         click.echo(f"  {info.doc}")
+    flags = info.flags
+    if flags:
+        listed = ", ".join(f"{key}={value}" for key, value in flags.items())
+        click.echo(f"  Flags: {listed}{' (with default params)' if kind == 'finetuner' else ''}")
     click.echo("")
     if rows:
         click.echo(markdown_table([{"parameter": r["name"], "type": r["type"], "default": json.dumps(r["default"], default=str),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import DuplicatePluginError, LrfrError, UnknownKindError, UnknownPluginError, did_you_mean
 from .hookspecs import KIND_HOOKS, KINDS
@@ -52,10 +52,33 @@ class PluginInfo:
     def build_params(self, values: dict[str, Any] | None) -> Any:
         return build_params(self.params_cls, values, owner=self.owner)
 
+    @property
+    def flags(self) -> dict[str, Any]:
+        """The contract flags the host acts on, so a user sees why a head asks for a quality or a finetuner for labels.
+
+        Read with getattr: a plugin written against an older API (or a host before an attribute existed) still lists.
+        ``needs_labels`` is a method answered by an instance built from the default params; it is left out when
+        the plugin cannot be built that way (e.g. a required path).
+        """
+        if self.kind == "head":
+            return {"needs_quality": bool(getattr(self.cls, "needs_quality", False)),
+                    "default_quality": getattr(self.cls, "default_quality", None),
+                    "calibrated_quality": getattr(self.cls, "calibrated_quality", None),
+                    "stochastic": bool(getattr(self.cls, "stochastic", False))}
+        if self.kind == "quality":
+            return {"uses_embeddings": bool(getattr(self.cls, "uses_embeddings", False)),
+                    "cacheable": bool(getattr(self.cls, "cacheable", False))}
+        if self.kind == "finetuner":
+            try:
+                return {"needs_labels": bool(self.cls(self.build_params({})).needs_labels())}
+            except Exception:  # not constructible from defaults, or no needs_labels(): unknown, so not shown
+                return {}
+        return {}
+
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "provider": self.provider.distribution,
                 "version": self.provider.version, "module": self.provider.module,
-                "class": f"{self.cls.__module__}.{self.cls.__qualname__}", "doc": self.doc}
+                "class": f"{self.cls.__module__}.{self.cls.__qualname__}", "doc": self.doc, "flags": self.flags}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +88,12 @@ class LoadError:
     source: str
     provider: str
     error: str
+    #: The kind whose registration hook failed; None when unknown (an entry point that did not import may have
+    #: carried plugins of any kind).
+    kind: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.source} -> {self.error}"
 
 
 class Registry:
@@ -92,8 +121,8 @@ class Registry:
                 except DuplicatePluginError:
                     raise
                 except Exception as exc:  # a broken plugin is reported, not fatal
-                    registry.load_errors.append(
-                        LoadError(f"{impl.plugin_name}.{hook_name}", provider.distribution, f"{type(exc).__name__}: {exc}"))
+                    registry.load_errors.append(LoadError(f"{impl.plugin_name}.{hook_name}", provider.distribution,
+                                                          f"{type(exc).__name__}: {exc}", kind))
         return registry
 
     def add(self, kind: str, name: str, plugin_cls: type, provider: Provider) -> None:
@@ -122,7 +151,16 @@ class Registry:
         try:
             return self._table[kind][name]
         except (KeyError, TypeError):
-            raise UnknownPluginError(unknown_plugin_message(kind, name, self.names(kind))) from None
+            raise UnknownPluginError(unknown_plugin_message(kind, name, self.names(kind),
+                                                            self.load_errors_for(kind))) from None
+
+    def load_errors_for(self, kind: str) -> list[LoadError]:
+        """The load failures that may explain a missing ``kind``: its own failed hooks and every failed import."""
+        return [err for err in self.load_errors if err.kind is None or err.kind == kind]
+
+    def load_failure_note(self, kind: str) -> str:
+        """'' or one sentence naming the packages that failed to load, for any message that lists what is installed."""
+        return load_failure_note(self.load_errors_for(kind))
 
     def __iter__(self) -> Iterator[PluginInfo]:
         for kind in KINDS:
@@ -135,12 +173,30 @@ class Registry:
         return info.cls(info.build_params(params))
 
 
-def unknown_plugin_message(kind: str, name: Any, installed: list[str]) -> str:
+def load_failure_note(load_errors: Iterable[LoadError]) -> str:
+    """The packages that failed to load, each with its errors: a name missing because its package's import
+    failed would otherwise read as a typo, while only 'lrfr plugins' showed the cause."""
+    by_provider: dict[str, list[LoadError]] = {}
+    for err in load_errors:
+        by_provider.setdefault(err.provider, []).append(err)
+    if not by_provider:
+        return ""
+    n = len(by_provider)
+    packages = "; ".join(f"{provider} ({'; '.join(str(err) for err in errs)})"
+                         for provider, errs in sorted(by_provider.items()))
+    return (f"{n} plugin package{'s' if n > 1 else ''} failed to load: {packages}; "
+            f"fix {'them' if n > 1 else 'it'} and see 'lrfr plugins'.")
+
+
+def unknown_plugin_message(kind: str, name: Any, installed: list[str], load_errors: Iterable[LoadError] = ()) -> str:
     plural = "quality estimators" if kind == "quality" else f"{kind}s"
     lines = [f"unknown {kind} '{name}'."]
     hint = did_you_mean(str(name), installed).strip()
     if hint:
         lines.append(f"  {hint}")
     lines.append(f"  Installed {plural}: {', '.join(installed) if installed else '(none)'}")
+    note = load_failure_note(load_errors)
+    if note:
+        lines.append(f"  {note}")
     lines.append("  Run 'lrfr plugins' to see which package provides each one.")
     return "\n".join(lines)

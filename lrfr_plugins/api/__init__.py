@@ -2,6 +2,12 @@
 
 Each plugin class declares ``Params`` (a frozen dataclass built with :func:`lrfr_plugins.params.param`) and
 takes an instance of it as its only constructor argument; ``lrfr_plugins.create`` builds and validates it.
+
+Beyond this module, plugin authors may rely on ``lrfr_plugins.ops`` (``resize_down_up``, ``to_network_input``,
+``margin_logits``: a head calls it rather than re-implementing the margin and its fallbacks),
+``lrfr_plugins.metrics`` (verification and identification, ``thin_curve``), ``lrfr_plugins.synthetic``
+(``SyntheticFaceGenerator``, ``draw_pairs``) and ``lrfr_plugins.testing`` (``check_plugin``); the rest of the
+package is internal (see ``lrfr_plugins``'s docstring).
 """
 
 from ..params import NoParams, param

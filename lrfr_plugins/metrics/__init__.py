@@ -1,5 +1,11 @@
-"""Evaluation metrics; verification protocols import from here."""
+"""Evaluation metrics for protocols (stable API for plugin authors): verification and identification.
 
+Verification: pair scores, the InsightFace and founding-study 10-fold accuracies, ROC, TAR@FAR, AUC, and
+:func:`thin_curve` to keep a ``ProtocolResult`` curve to a few hundred points. Identification: similarity
+matrices, the rank of the true match, CMC and rank-k accuracy. Everything takes and returns NumPy arrays.
+"""
+
+from .identification import cmc, rank_k_accuracy, rank_of_true, similarity_matrix
 from .verification import (
     FoldResult,
     cosine_scores,
@@ -8,6 +14,7 @@ from .verification import (
     roc_auc,
     roc_curve,
     tar_at_far,
+    thin_curve,
 )
 
 __all__ = [
@@ -18,4 +25,9 @@ __all__ = [
     "roc_auc",
     "roc_curve",
     "tar_at_far",
+    "thin_curve",
+    "cmc",
+    "rank_k_accuracy",
+    "rank_of_true",
+    "similarity_matrix",
 ]
