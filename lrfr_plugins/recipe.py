@@ -1,7 +1,9 @@
 """Recipes: YAML (safe_load only) with ``extends:``, ``--set`` overrides, validation and the resolved form.
 
 Validation reads no data and builds no model: it checks every slot's plugin name and parameters and every host
-setting, collects all problems, and reports them at once with the file and dotted path each came from.
+setting, collects all problems, and reports them at once with the file and dotted path each came from. What runs
+but probably not as meant (a quality the head ignores, a head calibrated for another quality) is a
+:class:`RecipeWarning`, issued by ``validate`` and kept in ``Recipe.warnings`` (the runner writes them to run.log).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pathlib
+import warnings as pywarnings
 from typing import Any, Literal
 
 import yaml
@@ -78,6 +81,10 @@ class ExportConfig:
     opset: int = param(17, "ONNX opset", ge=11)
 
 
+class RecipeWarning(UserWarning):
+    """A valid recipe that probably does not do what it says: ``lrfr validate`` and ``lrfr run`` show it."""
+
+
 @dataclasses.dataclass
 class Recipe:
     """A validated recipe: ``data`` is the resolved mapping (every default filled, provider recorded)."""
@@ -87,6 +94,8 @@ class Recipe:
     train: TrainConfig
     optimizer: OptimizerConfig
     export: ExportConfig
+    #: the RecipeWarning texts validation found (already issued once)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -365,6 +374,35 @@ def _resolve_default_quality(registry: Registry, resolved: dict[str, Any], origi
                                        f"Installed: {', '.join(registry.names('quality')) or '(none)'}"))
 
 
+def _quality_warnings(registry: Registry, data: dict[str, Any], resolved: dict[str, Any],
+                      origins: _Origins) -> list[str]:
+    """A quality the head does not read (it is then never computed), or one in units the head's defaults are not
+    set for (``Head.quality_mismatch``; the parameters the recipe itself set count as recalibration)."""
+    head, quality = resolved.get("head"), resolved.get("quality")
+    if head is None or quality is None:
+        return []
+    head_cls = registry.get("head", head["name"]).cls
+    where = origins.of("quality")
+    if not getattr(head_cls, "needs_quality", False):
+        readers = [n for n in registry.names("head") if getattr(registry.get("head", n).cls, "needs_quality", False)]
+        return [f"{where}: quality: head '{head['name']}' reads no per-sample quality, so quality "
+                f"'{quality['name']}' is ignored (never computed, not given to finetuners). Remove the quality "
+                f"section (--set quality=null), or use a head that reads it "
+                f"({', '.join(readers) or 'none installed'})."]
+    hook = getattr(head_cls, "quality_mismatch", None)
+    if hook is None:
+        return []
+    info = registry.get("quality", quality["name"])
+    units_for = getattr(info.cls, "units_for", None)
+    units = (units_for(info.build_params(quality["params"])) if units_for else getattr(info.cls, "units", None)) \
+        or quality["name"]
+    shown = quality["name"] if units == quality["name"] else f"{quality['name']} (in {units} units)"
+    raw = (data.get("head") or {}).get("params") or {}
+    text = hook(head["name"], head["params"], frozenset(raw), shown, units)
+    blamed = " with ".join(dict.fromkeys([origins.of("quality"), origins.of("head.name")]))
+    return [f"{blamed}: quality: {text}"] if text else []
+
+
 def _not_a_list(section: str, value: Any) -> str:
     """A list section that holds something else, with how to write 'none' and how to write entries."""
     got = f"a mapping ({_short(value)})" if isinstance(value, dict) else _short(value)
@@ -453,7 +491,10 @@ def validate(data: dict[str, Any], origins: _Origins, registry: Registry, path: 
     train_dict["optimizer"] = params_to_dict(optimizer)
     resolved["train"] = train_dict
     resolved["export"] = params_to_dict(export)
-    return Recipe(data=resolved, path=path, train=train, optimizer=optimizer, export=export)
+    notes = _quality_warnings(registry, data, resolved, origins)
+    for text in notes:
+        pywarnings.warn(text, RecipeWarning, stacklevel=2)
+    return Recipe(data=resolved, path=path, train=train, optimizer=optimizer, export=export, warnings=notes)
 
 
 def load_recipe(path: str | pathlib.Path, overrides: list[str] | tuple[str, ...] = (), *,

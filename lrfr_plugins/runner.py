@@ -148,7 +148,11 @@ def _execute(recipe: Recipe, registry: Registry, run_dir: pathlib.Path, *, resum
     dataset, protocols = _preflight(recipe, registry)
     backbone = _create(registry, "backbone", recipe.slot("backbone"))  # may read (and check) a weights file
     head = _create(registry, "head", recipe.slot("head"))
-    quality = _create(registry, "quality", recipe.slot("quality")) if recipe.slot("quality") else None
+    for text in recipe.warnings:  # validation showed them on stderr; run.log keeps them with the run
+        log.warning(text)
+    # an estimator the head does not read is not even built (validation warned): nothing computes it
+    reads_quality = getattr(head, "needs_quality", False) and recipe.slot("quality")
+    quality = _create(registry, "quality", recipe.slot("quality")) if reads_quality else None
     degradations = [_create(registry, "degradation", s) for s in recipe.data["degradations"]]
     if not resume and main:  # written once inputs and model are known good, so a failed start leaves no run behind
         atomic_write_text(run_dir / "recipe.resolved.yaml", recipe.dump())

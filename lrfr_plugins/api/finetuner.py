@@ -1,4 +1,28 @@
-"""Finetuners continue training a backbone with their own loss (Octuplet, DeriveNet) after the main training."""
+"""Finetuners continue training a backbone with their own loss (Octuplet, DeriveNet) after the main training.
+
+**When.** After the margin training (also after ``train.epochs: 0``), in the recipe's order, each on the backbone
+the one before left; in the rank-0 process only, once training has finished on every rank. The host evaluates the
+recipe's protocols before the first finetuner and after the last.
+
+**What the host passes** (:class:`FinetuneContext`): the backbone (on ``device``, in train mode as training
+left it; set the modes you need and restore them), the training dataset (read it in the main process or in your
+own DataLoader), the recipe's degradations (call them as the trainer does: uint8 (N, 3, H, W) on the device and
+``generator``), ``generator``, the run's CPU ``torch.Generator`` (its state continues the training's: draw every
+random choice from it, or from a seed in your own parameters), and for finetuners that keep the margin loss the
+trained ``head``, ``classifier`` and ``quality``. ``quality`` is None unless the head ``needs_quality``, so pass it
+on exactly when it is set. The classifier is called as ``classifier(embeddings float32 (N, D), labels int64
+(N,), head, quality or None)``; a stochastic head gets its ``generator`` from the classifier (the trainer's,
+continued), so a finetuner calls it unchanged. The host sets no autocast and no ``torch.no_grad`` around ``run``.
+
+**What comes back.** ``run`` trains ``context.backbone`` in place (the head and classifier too, if it optimises
+them) and returns JSON-able metrics for ``metrics.json``.
+
+**Checkpoints.** Nothing is saved during ``run``. When every finetuner has finished, the host writes the
+fine-tuned backbone, head and classifier into the run's checkpoint with a mark that fine-tuning is done; a run
+stopped during fine-tuning is resumed from the trained checkpoint and runs every finetuner again, with the same
+generator state, so a finetuner that draws only from its seeds and ``generator`` repeats itself exactly. A
+finetuner's own modules (DeriveNet's decoder) are not checkpointed.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +46,8 @@ class FinetuneContext:
     progress: bool = True
     #: The trained margin head, the class centres with the cross-entropy (``loss = classifier(embeddings, labels,
     #: head, quality)``, a :class:`~lrfr_plugins.engine.partial_fc.PartialFC`) and the recipe's quality estimator,
-    #: for finetuners that keep the margin loss; None when the host has no trained head.
+    #: for finetuners that keep the margin loss; None when the host has no trained head (``quality``: None also when
+    #: the head does not read one).
     head: torch.nn.Module | None = None
     classifier: torch.nn.Module | None = None
     quality: Any | None = None

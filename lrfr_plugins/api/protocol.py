@@ -2,6 +2,17 @@
 
 Because a protocol only needs ``embed(uint8 images) -> embeddings``, the same protocol scores a torch model,
 an ONNX file or an InsightFace model pack.
+
+**What the host passes, and when.** ``check()`` before anything trains (in ``lrfr run``; cheap: files exist).
+``evaluate(embed, progress=...)`` after training and fine-tuning (and before fine-tuning, for the comparison),
+every ``train.eval_every`` epochs with ``progress=False``, and from ``lrfr eval``; on rank 0 only, in the main
+process. ``embed`` takes uint8 (N, 3, 112, 112) RGB on the CPU, any N, and returns float32 numpy (N, D), not
+normalised; it batches, moves to the device, runs the model in eval mode under ``torch.no_grad`` and restores its
+mode. Degrade images for the low-resolution conditions with :mod:`lrfr_plugins.ops.resize` before embedding.
+
+**Seeds and state.** The host seeds nothing for a protocol: any random choice (pairs, folds) comes from its own
+parameters, so that every model is scored on the same conditions. A protocol may keep what it loaded between
+calls (the same instance evaluates several times in a run); none of it is checkpointed.
 """
 
 from __future__ import annotations

@@ -21,7 +21,11 @@ get one class more (arcface_torch's split). Its centres are ``weight`` (num_loca
 4. ``cosine = normalize(emb) @ normalize(weight_sampled).T`` in float32, clamped to [-1, 1];
 5. ``logits = head(cosine, local_labels, gathered_quality)``: every rank's head sees the same N rows and the same
    quality, so batch statistics (AdaFace's EMA mean/std of the norms) are those of the global batch and every
-   rank's buffers update identically;
+   rank's buffers update identically. A head with ``stochastic = True`` is called with ``generator=`` as well:
+   ``head_generator`` when one is passed to ``forward``, else the module's ``head_generator`` attribute (the
+   trainer sets it to its own checkpointed generator, so finetuners calling the classifier continue that stream),
+   else one made on first use on cosine's device, seeded ``sample_seed + 104729 * (rank + 1)`` (not in
+   ``state_dict``);
 6. the softmax cross-entropy over the full (or sampled) class set split over ranks, averaged over the N rows:
    the row max is all-reduced (MAX), the sum of exponentials (SUM) and the target logit comes from the rank that
    owns it, as arcface_torch's ``DistCrossEntropy``; with world size 1 it is ``F.cross_entropy`` itself, so a
@@ -186,6 +190,9 @@ class PartialFC(nn.Module):
         self.num_local = self.end - self.start
         self.weight = nn.Parameter(self._init_weight(seed))
         self.generator = torch.Generator().manual_seed(sample_seed + self.rank)
+        self.sample_seed = int(sample_seed)
+        #: the generator a stochastic head draws from (see the module docstring, step 5); the trainer sets it
+        self.head_generator: torch.Generator | None = None
         #: shard-local indices of the classes scored in the last forward (None when sample_rate == 1)
         self.last_index: torch.Tensor | None = None
         #: fraction of the gathered batch whose target logit was the global maximum in the last forward
@@ -209,8 +216,12 @@ class PartialFC(nn.Module):
 
     # ------------------------------------------------------------------------------------------- forward
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module,
-                quality: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """This rank's (B, D) raw embeddings, (B,) global labels and optional (B,) quality -> the global loss."""
+                quality: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
+                head_generator: torch.Generator | None = None) -> torch.Tensor:
+        """This rank's (B, D) raw embeddings, (B,) global labels and optional (B,) quality -> the global loss.
+
+        ``generator`` draws the sampled negatives (CPU); ``head_generator`` is what a ``stochastic`` head draws from.
+        """
         if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_size:
             raise ValueError(f"PartialFC expects embeddings (B, {self.embedding_size}), got {tuple(embeddings.shape)}")
         labels = labels.reshape(-1)
@@ -238,7 +249,10 @@ class PartialFC(nn.Module):
             self.last_index = index
             weight = self.weight[index]
         cosine = F.linear(F.normalize(embeddings.float()), F.normalize(weight.float())).clamp(-1.0, 1.0)
-        logits = head(cosine, local, quality)
+        if getattr(head, "stochastic", False):
+            logits = head(cosine, local, quality, generator=self._head_generator(head_generator, cosine.device))
+        else:
+            logits = head(cosine, local, quality)
         if world == 1:
             loss = F.cross_entropy(logits, local)
             with torch.no_grad():
@@ -250,6 +264,15 @@ class PartialFC(nn.Module):
         if extra is not None:
             loss = loss + (extra if world == 1 else _scale_grad(extra, 1.0 / world))
         return loss
+
+    def _head_generator(self, given: torch.Generator | None, device: torch.device) -> torch.Generator:
+        """The stochastic head's generator: the one passed, the one the trainer set, or a seeded one on ``device``."""
+        if given is not None:
+            return given
+        if self.head_generator is None:
+            seed = self.sample_seed + 104729 * (self.rank + 1)
+            self.head_generator = torch.Generator(device=device).manual_seed(seed)
+        return self.head_generator
 
     # --------------------------------------------------------------------------------------- checkpoints
     def gather_rows(self, local: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,10 @@ It checkpoints atomically at every epoch end and, with ``checkpoint_every``, eve
 the model, head, classifier, optimizer, gradient scaler, the position in the epoch and every RNG state, and the
 batch order is a pure function of (seed, epoch), so a run killed at any point continues exactly where its last
 checkpoint was written.
+
+A stochastic head (``Head.stochastic``) draws from ``head_generator``, on the training device, seeded from the run
+seed and distinct per rank and checkpointed like the others. The recipe's quality estimator is only used (and
+only called) when the head declares ``needs_quality``.
 """
 
 from __future__ import annotations
@@ -133,11 +137,19 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
         self.forward_backbone = torch.compile(backbone) if config.compile else backbone
+        #: the estimator the head reads; None for a head without needs_quality, so an unused one is never called
+        self.quality = parts.quality if getattr(parts.head, "needs_quality", False) else None
         #: quality of each undegraded training image, once computed (NaN: not yet); see Quality.cacheable
-        cache = getattr(parts.quality, "cacheable", False) and getattr(parts.dataset, "fixed_items", False)
+        cache = getattr(self.quality, "cacheable", False) and getattr(parts.dataset, "fixed_items", False)
         self.quality_cache = torch.full((len(parts.dataset),), float("nan")) if cache else None
         self.generator = torch.Generator().manual_seed(seed + self.rank)  # each rank flips and degrades its own
         self.sample_generator = torch.Generator().manual_seed(seed + 7919 * (self.rank + 1))  # Partial FC negatives
+        #: what a stochastic head draws from (on the device, where it draws); the classifier hands it to the head
+        self.head_generator = None
+        if getattr(parts.head, "stochastic", False):
+            self.head_generator = torch.Generator(device=device).manual_seed(seed + 104729 * (self.rank + 1))
+            if self.classifier is not None:
+                self.classifier.head_generator = self.head_generator
         self.epoch = 0  # epochs finished
         self.batch_in_epoch = 0  # batches of the current epoch already drawn (mid-epoch checkpoints)
         self.step = 0
@@ -154,6 +166,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(),
                 "sample_generator": self.sample_generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "head_generator": self.head_generator.get_state() if self.head_generator is not None else None,
                 "rank": self.rank, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -171,6 +184,13 @@ class Trainer:
         self.generator.set_state(state["generator"])
         if "sample_generator" in state:
             self.sample_generator.set_state(state["sample_generator"])
+        if self.head_generator is not None and state.get("head_generator") is not None:  # older: keep the seeded one
+            try:
+                self.head_generator.set_state(state["head_generator"])
+            except RuntimeError:  # a CPU and a CUDA generator's states differ in size: written on another device
+                log.warning("the checkpoint's head generator comes from another device type than %s: the stochastic "
+                            "head draws afresh from the run seed, so the resumed run is not an exact continuation",
+                            self.device.type)
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
@@ -203,7 +223,7 @@ class Trainer:
     def _image_quality(self, images: torch.Tensor, lr_mask: torch.Tensor, changed: torch.Tensor,
                        indices: torch.Tensor | None):
         """The estimator's values for the batch; with a cache, only changed or never-seen images are computed."""
-        estimator = self.parts.quality
+        estimator = self.quality
         if self.quality_cache is None or indices is None:
             return estimator(images, lr_mask=lr_mask)
         quality = self.quality_cache[indices].clone()
@@ -231,7 +251,7 @@ class Trainer:
             images, lr_mask = out.images, lr_mask | out.lr_mask.to(self.device)
             changed = changed | out.changed.to(self.device)
         quality = None
-        if parts.quality is not None and not getattr(parts.quality, "uses_embeddings", False):
+        if self.quality is not None and not getattr(self.quality, "uses_embeddings", False):
             quality = self._image_quality(images, lr_mask, changed, indices)
         return images, labels, lr_mask, quality
 
@@ -246,8 +266,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             embeddings = self.forward_backbone(inputs)
         embeddings = embeddings.float()
-        if parts.quality is not None and quality is None:
-            quality = parts.quality(images, lr_mask=lr_mask, embeddings=embeddings)
+        if self.quality is not None and quality is None:
+            quality = self.quality(images, lr_mask=lr_mask, embeddings=embeddings)
         # cosine to the (sampled) centres, margin head, cross-entropy over all ranks' classes, head.extra_loss()
         loss = self.classifier(embeddings, labels, parts.head, quality, generator=self.sample_generator)
         if not torch.isfinite(loss):

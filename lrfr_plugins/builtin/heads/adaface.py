@@ -44,6 +44,19 @@ class AdaFace(Head):
     Params = AdaFaceParams
     needs_quality = True
     default_quality = "feature-norm"
+    calibrated_quality = "feature-norm"
+
+    @classmethod
+    def quality_mismatch(cls, name, params, explicit, quality, units):
+        """The EMA mean and std adapt to any estimator's range, so there is no reference parameter to set; but the
+        values are clamped to [0.001, 100] (the norms' range, fixed in the reference), so warn that larger ones
+        would all look alike."""
+        if units == cls.calibrated_quality:
+            return None
+        return (f"head {name} standardises the quality with running statistics (they adapt to {quality}), but "
+                f"clamps it to [0.001, 100] first, the feature norm's range: {units} values above 100 all count "
+                f"as 100. Harmless if they stay below 100 on your data; else use quality: "
+                f"{{name: feature-norm}}.")
 
     def __init__(self, params: AdaFaceParams):
         super().__init__(params)

@@ -28,6 +28,19 @@ class Approach1(Head):
     Params = Approach1Params
     needs_quality = True
     default_quality = "resolution-flag"
+    #: quality >= 0.5 reads as full resolution: the flag's 1 / 0. No parameter moves that threshold, so another
+    #: estimator's units always warn (an estimator with the flag's meaning declares units = "resolution-flag").
+    calibrated_quality = "resolution-flag"
+
+    @classmethod
+    def quality_mismatch(cls, name, params, explicit, quality, units):
+        """Always a warning for other units: the 0.5 threshold is fixed."""
+        if units == cls.calibrated_quality:
+            return None
+        return (f"head {name} reads quality >= 0.5 as full resolution (margin_hr={params['margin_hr']}) and below "
+                f"as degraded (margin_lr={params['margin_lr']}): the resolution-flag quality's 1 and 0. With "
+                f"{quality} the split follows its values against 0.5 instead, not the resolution. Use "
+                f"quality: {{name: resolution-flag}}, or an estimator declaring units = 'resolution-flag'.")
 
     def forward(self, cosine: torch.Tensor, labels: torch.Tensor, quality: torch.Tensor | None = None) -> torch.Tensor:
         p = self.params

@@ -55,6 +55,27 @@ class Approach2(Head):
     Params = Approach2Params
     needs_quality = True
     default_quality = "laplacian"
+    #: 1/q and q_ref = 6.035 assume mean |Laplacian| in pixel units (the study's HR 15.721, LR 2.317)
+    calibrated_quality = "laplacian"
+    quality_reference_params = ("q_ref",)
+
+    @classmethod
+    def quality_mismatch(cls, name, params, explicit, quality, units):
+        """The reciprocal has no parameter to recalibrate (1/q reads q in Laplacian units whatever is set), so it
+        always warns; the bounded mapping is recalibrated by setting q_ref."""
+        if units == cls.calibrated_quality:
+            return None
+        if params.get("mapping") == "reciprocal":
+            return (f"head {name}'s margin m = 1/q (mapping: reciprocal) is calibrated for the laplacian quality "
+                    f"(mean |Laplacian| in pixels: the study's HR 15.7 -> m 0.064, LR 2.3 -> m 0.43); with "
+                    f"{quality} m = 1/q follows {units} values instead (up to 3 rad where q < 1/3). Set "
+                    f"head.params.mapping=bounded and head.params.q_ref to a typical {units} value of your data.")
+        if "q_ref" in explicit:
+            return None
+        return (f"head {name}'s q_ref={params['q_ref']} is calibrated for the laplacian quality (mean |Laplacian| "
+                f"in pixels, the study's HR 15.7, LR 2.3); with {quality} its margin stays at m_min="
+                f"{params['m_min']} for values well above q_ref and at m_max={params['m_max']} well below. Set "
+                f"head.params.q_ref to a typical {units} value of your data.")
 
     def forward(self, cosine: torch.Tensor, labels: torch.Tensor, quality: torch.Tensor | None = None) -> torch.Tensor:
         if quality is None:

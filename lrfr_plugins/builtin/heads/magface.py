@@ -55,6 +55,10 @@ class MagFace(Head):
     Params = MagFaceParams
     needs_quality = True
     default_quality = "feature-norm"
+    #: l_a = 10, u_a = 110 are MagFace's bounds of the raw embedding norm; setting either recalibrates the head
+    #: (another estimator also carries no gradient, so g(a) then trains nothing)
+    calibrated_quality = "feature-norm"
+    quality_reference_params = ("l_a", "u_a")
 
     def __init__(self, params: MagFaceParams):
         super().__init__(params)

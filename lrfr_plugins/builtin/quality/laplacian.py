@@ -99,6 +99,12 @@ class Laplacian(Quality):
     Params = LaplacianParams
     cacheable = True  # mean |L| and var(L) see only the image, and a mirrored image has the same values
 
+    @classmethod
+    def units_for(cls, params: LaplacianParams) -> str:
+        """mean |L| (pixel units, ~2 for a 16 px face restored to 112, ~16 at full resolution): 'laplacian', what
+        Approach 2 is calibrated for; var(L) is in squared pixel units, another range: 'laplacian-var'."""
+        return "laplacian" if params.reduce == "mean_abs" else "laplacian-var"
+
     def __call__(self, images: torch.Tensor, *, lr_mask: torch.Tensor | None = None) -> torch.Tensor:
         if not isinstance(images, torch.Tensor):
             raise ValueError(f"Laplacian quality expects a torch.Tensor (N, 3, H, W), got {type(images).__name__}")

@@ -1,4 +1,8 @@
-"""Which images the degradations left untouched: the quality Approach 1 uses."""
+"""Which images the degradations left untouched: the quality Approach 1 uses.
+
+Units 'resolution-flag': 1.0 or 0.0 from the degradations' ``lr_mask`` (made low-resolution), not from the pixels;
+a blur or JPEG that only sets ``changed`` leaves an image at 1.
+"""
 
 from __future__ import annotations
 
