@@ -9,16 +9,26 @@ import json
 import pathlib
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import click
 
 from . import __version__
 from .data_commands import data
-from .errors import LrfrError
+from .errors import LrfrError, LrfrWarning
 from .hookspecs import KINDS
 
 SET_HELP = "Override a recipe value: DOTTED.PATH=VALUE (YAML), e.g. --set train.epochs=2. Repeatable."
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """lrfr's own warnings as one 'Warning: ...' line (no source line of lrfr's code); others as Python shows them."""
+    if issubclass(category, LrfrWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 class LrfrGroup(click.Group):
@@ -35,7 +45,9 @@ class LrfrGroup(click.Group):
         from .write_errors import is_write_failure
 
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except LrfrError as exc:
             self._fail(ctx, self._write_message(ctx, exc) if isinstance(exc, WriteError) else str(exc))
         except OSError as exc:

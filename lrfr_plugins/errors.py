@@ -69,3 +69,7 @@ class WriteError(LrfrError, OSError):
 
     def __reduce__(self):
         return type(self), (self.filename, self.errno, self.strerror, self.message)
+
+
+class LrfrWarning(UserWarning):
+    """Something valid that probably does not do what the user meant; the CLI prints it as one 'Warning: ...' line."""

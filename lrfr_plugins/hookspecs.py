@@ -42,7 +42,7 @@ def lrfr_register_quality(register: Register) -> None:
 
 @hookspec
 def lrfr_register_degradations(register: Register) -> None:
-    """Register degradations: uint8 batch -> (degraded uint8 batch, per-sample LR flag)."""
+    """Register degradations: uint8 batch -> DegradedBatch (images, lr_mask: made low-resolution, changed)."""
 
 
 @hookspec

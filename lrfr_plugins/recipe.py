@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import ParamsError, RecipeError, UnknownPluginError, did_you_mean
+from .errors import LrfrWarning, ParamsError, RecipeError, UnknownPluginError, did_you_mean
 from .params import build_params, format_problems, param, params_to_dict
 from .registry import Registry
 from .safe_yaml import load_yaml
@@ -81,7 +81,7 @@ class ExportConfig:
     opset: int = param(17, "ONNX opset", ge=11)
 
 
-class RecipeWarning(UserWarning):
+class RecipeWarning(LrfrWarning):
     """A valid recipe that probably does not do what it says: ``lrfr validate`` and ``lrfr run`` show it."""
 
 

@@ -219,6 +219,7 @@ def test_lrfr_validate_shows_the_calibration_warning(lrfr):
     assert result.returncode == 0, result.stderr
     assert "head approach2's margin m = 1/q" in result.stderr
     assert "laplacian (in laplacian-var units)" in result.stderr
+    assert result.stderr.startswith("Warning: ") and "RecipeWarning" not in result.stderr  # one line, no source
 
 
 # ---------------------------------------------------------------------------------------------- unused quality

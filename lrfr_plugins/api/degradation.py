@@ -41,7 +41,7 @@ class Degradation:
     (checkpointed, so a resumed run draws the same numbers): draw every random choice on the CPU with it, then move
     the result to ``images.device``. Do not modify ``images`` in place; return a new tensor (or the same one when
     nothing changed). Called in training and fine-tuning, never in evaluation (protocols degrade through
-    :mod:`lrfr_plugins.ops.resize`), in the main process, outside autocast and without gradients (the images are
+    :func:`lrfr_plugins.ops.resize_down_up`), in the main process, outside autocast and without gradients (the images are
     integers). A degradation holds no state the host checkpoints: everything random comes from ``generator``.
     """
 

@@ -8,7 +8,7 @@ an ONNX file or an InsightFace model pack.
 every ``train.eval_every`` epochs with ``progress=False``, and from ``lrfr eval``; on rank 0 only, in the main
 process. ``embed`` takes uint8 (N, 3, 112, 112) RGB on the CPU, any N, and returns float32 numpy (N, D), not
 normalised; it batches, moves to the device, runs the model in eval mode under ``torch.no_grad`` and restores its
-mode. Degrade images for the low-resolution conditions with :mod:`lrfr_plugins.ops.resize` before embedding.
+mode. Degrade images for the low-resolution conditions with :func:`lrfr_plugins.ops.resize_down_up` before embedding.
 
 **Seeds and state.** The host seeds nothing for a protocol: any random choice (pairs, folds) comes from its own
 parameters, so that every model is scored on the same conditions. A protocol may keep what it loaded between
@@ -41,7 +41,7 @@ class ProtocolResult:
     #: "auc", "tar@far=0.3", ...}; scface "d1", "d2", "d3" (and "d1-night", ...) -> {"rank1", "n_probes"}.
     results: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     #: Curves for plots, each a dict of equal-length lists: "roc:<key>" -> {"fpr", "tpr"}, "cmc:<key>" ->
-    #: {"rank", "rate"}. Keep them to a few hundred points (see ``metrics.verification.thin_curve``).
+    #: {"rank", "rate"}. Keep them to a few hundred points (see :func:`lrfr_plugins.metrics.thin_curve`).
     curves: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
     #: The preset the protocol ran with (e.g. "lozhkina"), or None.
     preset: str | None = None

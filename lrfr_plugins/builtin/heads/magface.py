@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 
 from ...api import Head, param
+from ...errors import LrfrWarning
 from .margins import margin_logits
 
 
@@ -41,7 +42,8 @@ class MagFaceParams:
         bound = self.min_lambda_g()
         if self.lambda_g < bound:
             warnings.warn(f"magface: lambda_g = {self.lambda_g} is below s*k*u_a^2*l_a^2/(u_a^2 - l_a^2) = "
-                          f"{bound:.2f}, so the paper's guarantee of a unique optimal norm does not hold", stacklevel=2)
+                          f"{bound:.2f}, so the paper's guarantee of a unique optimal norm does not hold", LrfrWarning,
+                          stacklevel=2)
 
     def min_lambda_g(self) -> float:
         """The smallest lambda_g for which the MagFace paper proves a unique optimal norm (22.59 at defaults)."""
