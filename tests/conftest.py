@@ -42,3 +42,16 @@ def run_lrfr(*args: str, cwd: pathlib.Path | None = None, env: dict | None = Non
 @pytest.fixture
 def lrfr():
     return run_lrfr
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A folder on sys.path for test distributions (plugin_factory.make_distribution); their modules are
+    forgotten afterwards, and LRFR_LOAD_PLUGINS no longer filters them."""
+    path = tmp_path / "site"
+    path.mkdir()
+    monkeypatch.syspath_prepend(str(path))
+    monkeypatch.delenv("LRFR_LOAD_PLUGINS", raising=False)
+    yield path
+    for name in [m for m in sys.modules if m.startswith("lrfrtest_")]:
+        del sys.modules[name]

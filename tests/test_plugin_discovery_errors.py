@@ -2,7 +2,6 @@
 
 import json
 import os
-import sys
 import textwrap
 
 import pytest
@@ -76,17 +75,6 @@ FINETUNERS = """
         register("needs-teacher", NeedsTeacher)
         register("label-free", LabelFree)
 """
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    path = tmp_path / "site"
-    path.mkdir()
-    monkeypatch.syspath_prepend(str(path))
-    monkeypatch.delenv("LRFR_LOAD_PLUGINS", raising=False)
-    yield path
-    for name in [m for m in sys.modules if m.startswith("lrfrtest_")]:
-        del sys.modules[name]
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Discovery from entry points, provenance, broken plugins, duplicates, escape hatches and create()."""
 
-import sys
 
 import pytest
 
@@ -11,17 +10,6 @@ from lrfr_plugins.manager import get_plugin_manager
 from lrfr_plugins.registry import Registry
 
 from plugin_factory import head_module, make_distribution
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    path = tmp_path / "site"
-    path.mkdir()
-    monkeypatch.syspath_prepend(str(path))
-    monkeypatch.delenv("LRFR_LOAD_PLUGINS", raising=False)
-    yield path
-    for name in [m for m in sys.modules if m.startswith("lrfrtest_")]:
-        del sys.modules[name]
 
 
 def fresh_registry() -> Registry:
