@@ -387,3 +387,171 @@ def test_pair_id_prefixes_are_asserted(fixture):
     with pytest.raises(DataError, match=r"negative_pairs_names\.mat negative_pairs_names row 3 \(1-based\): "
                                         r"negative pair .*must not share"):
         run(fixture)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Open-set identification (Face_Identification_Test_Set)
+# ---------------------------------------------------------------------------------------------------------------------
+
+D = 8
+# mated probes: (id, vector); subjects 1..3 own axes 0..2; axis 7 is orthogonal to every template
+_ID_MATES = [(1, {0: 0.9}), (2, {1: 0.6}), (2, {1: 0.5, 2: 0.7}), (3, {2: 0.3})]
+_ID_UNMATED = [0.8, 0.5, 0.4, 0.2, 0.1]  # top-1 score of each unmated probe (on subject 1's axis)
+
+
+def _vec(parts: dict[int, float], rest: int) -> np.ndarray:
+    v = np.zeros(D)
+    for axis, x in parts.items():
+        v[axis] = x
+    v[rest] = math.sqrt(max(0.0, 1.0 - float(np.sum(v * v))))
+    return v
+
+
+def make_id_fixture(base: pathlib.Path, *, mats_in_evaluation: bool = False) -> dict:
+    """QMUL-SurvFace/Face_Identification_Test_Set: 3 ids x 2 gallery images, 4 mated probes, 5 unmated probes
+    (one a distractor_<n>.jpg), tiny non-square JPEGs; the mate and unmated top-1 cosines are the values above."""
+    root = base / "QMUL-SurvFace"
+    test_set = root / ID_SET_NAME
+    vectors: dict[int, np.ndarray] = {}
+
+    def add(sub: str, name: str, vector: np.ndarray) -> str:
+        k = len(vectors)
+        vectors[k] = vector
+        (test_set / sub).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full(((20, 14) if k % 2 else (14, 18)) + (3,), _color(k), np.uint8)).save(test_set / sub / name,
+                                                                                              quality=95)
+        return name
+
+    gallery, gallery_ids = [], []
+    for s in (1, 2, 3):
+        for i in range(2):
+            gallery.append(add("gallery", f"{300 + s}_cam{i}_1.jpg", _vec({s - 1: 1.0}, 7)))
+            gallery_ids.append(s)
+    mated, mated_ids = [], []
+    for i, (s, parts) in enumerate(_ID_MATES):
+        mated.append(add("mated_probe", f"{300 + s}_cam5_{i}.jpg", _vec(parts, 7)))
+        mated_ids.append(s)
+    for i, u in enumerate(_ID_UNMATED):
+        add("unmated_probe", f"distractor_{i}.jpg" if i == 4 else f"{400 + i}_cam1_1.jpg", _vec({0: u}, 6))
+    mat_dir = root / "Face_Identification_Evaluation" if mats_in_evaluation else test_set
+    mat_dir.mkdir(parents=True, exist_ok=True)
+
+    def cells(names):
+        arr = np.empty((len(names), 1), dtype=object)
+        for j, n in enumerate(names):
+            arr[j, 0] = n
+        return arr
+
+    scipy_io.savemat(str(mat_dir / "gallery_img_ID_pairs.mat"),
+                     {"gallery_set": cells(gallery), "gallery_ids": np.asarray(gallery_ids, np.uint16)[:, None]})
+    scipy_io.savemat(str(mat_dir / "mated_probe_img_ID_pairs.mat"),
+                     {"mated_probe_set": cells(mated), "mated_probe_ids": np.asarray(mated_ids, np.uint16)[:, None]})
+    return {"root": root, "test_set": test_set, "vectors": vectors}
+
+
+ID_SET_NAME = "Face_Identification_Test_Set"
+
+
+def run_id(fix, **kw):
+    embed = RecordingEmbedder(fix)
+    params = QMULSurvFaceParams(root=str(kw.pop("root", fix["root"])), **{"task": "identification", **kw})
+    return QMULSurvFace(params).evaluate(embed, progress=False), embed
+
+
+def test_identification_exact_rule_hand_computed(tmp_path):
+    fix = make_id_fixture(tmp_path)
+    res, embed = run_id(fix, id_rule="exact")
+    r = res.results["identification"]
+    # mates 0.9, 0.6 (best of id 2's probes is not needed: each probe counts), 0.5 (rank 2 <= 20), 0.3
+    # exact curve: FPIR 0 -> 1/4, .2 -> 1/4, .4 -> 3/4, .6 -> 3/4, .8 -> 1, 1 -> 1
+    assert r["tpir@fpir=0.3"] == pytest.approx(0.25)
+    assert r["tpir@fpir=0.2"] == pytest.approx(0.25)
+    assert r["tpir@fpir=0.1"] == pytest.approx(0.25)
+    assert r["auc_tpir_fpir"] == pytest.approx(0.2 * (0.25 + 0.5 + 0.75 + 0.875 + 1.0), abs=1e-6)
+    assert (r["n_mated"], r["n_unmated"], r["n_gallery"], r["n_gallery_ids"], r["rank"]) == (4, 5, 6, 3, 20)
+    assert sorted(embed.seen) == list(range(6 + 4 + 5))  # every image embedded once
+    assert list(res.results) == ["identification"] and res.rows[0]["set"] == "identification"
+    curve = res.curves["tpir_fpir:identification"]
+    assert curve["fpir"][0] == 0.0 and curve["fpir"][-1] == 1.0
+
+
+def test_identification_rank_cut(tmp_path):
+    fix = make_id_fixture(tmp_path)
+    r = run_id(fix, id_rule="exact", id_rank=1)[0].results["identification"]
+    # the third mate's id ranks 2nd (0.7 for id 3 beats 0.5): never identified at rank 1 -> curve of the metric tests
+    assert r["tpir@fpir=0.3"] == pytest.approx(0.25)
+    assert r["auc_tpir_fpir"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_identification_challenge_rule_matches_the_metric(tmp_path):
+    from lrfr_plugins.metrics import open_set_curve, tpir_at_fpir
+
+    fix = make_id_fixture(tmp_path)
+    r = run_id(fix)[0].results["identification"]
+    fpir, tpir, _ = open_set_curve([0.9, 0.6, 0.5, 0.3], _ID_UNMATED, thresholds="grid")
+    for f in (0.3, 0.2, 0.1):
+        assert r[f"tpir@fpir={f:g}"] == pytest.approx(tpir_at_fpir(fpir, tpir, f, rule="nearest"), abs=1e-6)
+    # grid from 0.1 to 0.8 reaches FPIR 0.2 and 0.4 around 0.3; in floats |0.2 - 0.3| < |0.4 - 0.3|, so (as the
+    # challenge's argmin) FPIR 0.2 is read: t in (0.5, 0.8], the lowest such grid t admits the mates 0.9, 0.6
+    assert r["tpir@fpir=0.3"] == pytest.approx(0.5)
+    assert r["realised_fpir@0.3"] == pytest.approx(0.2)
+    assert r["tpir@fpir=0.2"] == pytest.approx(0.5)
+    # FPIR nearest 0.1 is the lowest of the grid: 0.2 (t in (0.5, 0.8]); lowest such t admits 0.9, 0.6
+    assert r["tpir@fpir=0.1"] == pytest.approx(0.5)
+
+
+def test_identification_max_gallery_and_mats_in_evaluation_folder(tmp_path):
+    fix = make_id_fixture(tmp_path, mats_in_evaluation=True)
+    a = run_id(fix, id_rule="exact", id_gallery="max")[0].results["identification"]
+    b = run_id(fix, root=fix["test_set"], id_rule="exact")[0].results["identification"]
+    assert a["tpir@fpir=0.3"] == b["tpir@fpir=0.3"] == pytest.approx(0.25)
+
+
+def test_both_tasks_in_one_result(tmp_path):
+    ver = make_fixture(tmp_path)
+    make_id_fixture(tmp_path / "id")
+    # put the identification set next to the verification set
+    (tmp_path / "id" / "QMUL-SurvFace" / ID_SET_NAME).rename(ver["root"] / ID_SET_NAME)
+    fix = {"root": ver["root"], "vectors": {**ver["vectors"]}}
+    params = QMULSurvFaceParams(root=str(ver["root"]), task="both")
+    protocol = QMULSurvFace(params)
+    protocol.check()
+
+    class Both:
+        def __call__(self, images):
+            return np.asarray([np.r_[np.zeros(D - 2), 1.0, 0.5] for _ in images], np.float32)
+
+    res = protocol.evaluate(Both(), progress=False)
+    assert set(res.results) == {"verification", "identification"}
+    assert [row["set"] for row in res.rows] == ["verification", "identification"]
+    assert "roc:verification" in res.curves and "tpir_fpir:identification" in res.curves
+    assert fix["root"] == ver["root"]
+
+
+def test_identification_missing_parts_named(tmp_path):
+    fix = make_id_fixture(tmp_path)
+    for f in (fix["test_set"] / "unmated_probe").iterdir():
+        f.unlink()
+    (fix["test_set"] / "unmated_probe").rmdir()
+    (fix["test_set"] / "mated_probe_img_ID_pairs.mat").unlink()
+    protocol = QMULSurvFace(QMULSurvFaceParams(root=str(fix["root"]), task="identification"))
+    with pytest.raises(DataError, match=r"unmated_probe/.*mated_probe_img_ID_pairs\.mat"):
+        protocol.check()
+    with pytest.raises(DataError, match="unmated_probe/"):
+        run_id(fix)
+    # the verification task does not look at the identification set, and vice versa
+    with pytest.raises(DataError, match="Face_Verification_Test_Set"):
+        QMULSurvFace(QMULSurvFaceParams(root=str(fix["root"]))).check()
+
+
+def test_identification_listed_image_missing_and_bad_ids(tmp_path):
+    fix = make_id_fixture(tmp_path)
+    (fix["test_set"] / "gallery" / "301_cam0_1.jpg").unlink()
+    with pytest.raises(DataError, match=r"gallery_img_ID_pairs\.mat names 1 image\(s\) not in .*gallery"):
+        run_id(fix)
+    fix = make_id_fixture(tmp_path / "b")
+    scipy_io.savemat(str(fix["test_set"] / "mated_probe_img_ID_pairs.mat"),
+                     {"mated_probe_set": np.asarray(["301_cam5_0.jpg"], dtype=object)[:, None],
+                      "mated_probe_ids": np.asarray([[9]], np.uint16)})
+    with pytest.raises(DataError, match="no gallery image"):
+        run_id(fix)

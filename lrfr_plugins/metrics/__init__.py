@@ -5,7 +5,19 @@ Verification: pair scores, the InsightFace and founding-study 10-fold accuracies
 matrices, the rank of the true match, CMC and rank-k accuracy. Everything takes and returns NumPy arrays.
 """
 
-from .identification import cmc, rank_k_accuracy, rank_of_true, similarity_matrix
+from .identification import (
+    cmc,
+    curve_auc,
+    open_set_curve,
+    open_set_identification,
+    open_set_scores,
+    rank_k_accuracy,
+    rank_of_true,
+    similarity_matrix,
+    subject_templates,
+    tpir_at_fpir,
+)
+from .retrieval import average_precision
 from .verification import (
     FoldResult,
     cosine_scores,
@@ -30,4 +42,5 @@ __all__ = [
     "rank_k_accuracy",
     "rank_of_true",
     "similarity_matrix",
+    "average_precision",
 ]

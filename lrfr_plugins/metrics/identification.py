@@ -1,4 +1,4 @@
-"""Closed-set identification metrics shared by every identification protocol (SCface, QMUL TPIR, ...).
+"""Identification metrics shared by every identification protocol (SCface rank-1, QMUL-SurvFace TPIR, ...).
 
 Plain functions on arrays, numpy only:
 
@@ -20,6 +20,22 @@ Conventions:
   order); the two bound it. Ties are compared exactly, on the scores as given.
 * **Every probe's subject must be in the gallery** (closed set); a protocol that wants to drop such probes does so
   before calling, and says how many it dropped.
+
+Open-set (watch-list) identification, as QMUL-SurvFace reports it (``PROTOCOLS.md`` §4.3):
+
+* :func:`subject_templates` - one L2-normalised template per gallery subject (mean of its normalised embeddings).
+* :func:`open_set_scores` - each mated probe's mate score if the mate is within the top ``rank`` gallery subjects
+  (else ``-inf``), and each unmated probe's best (top-1) gallery score.
+* :func:`open_set_curve` - the TPIR(rank, t)-FPIR(t) curve over thresholds t taken from the unmated top-1 scores:
+  ``FPIR(t)`` = fraction of unmated probes with top-1 score >= t, ``TPIR(t)`` = fraction of mated probes whose mate
+  is within rank and scores >= t. ``thresholds="grid"`` is the challenge evaluation's 1,000-step grid
+  ``min + k (max - min) / 1000``, k = 0..999, over the unmated top-1 scores, one point kept per distinct FPIR (its
+  largest TPIR, i.e. the lowest grid threshold giving it); ``"exact"`` puts a threshold at every distinct unmated score
+  plus one just above the largest (FPIR = 0).
+* :func:`tpir_at_fpir` - read TPIR at a target FPIR: ``nearest`` (the challenge's: the point with the FPIR nearest
+  the target) or ``conservative`` (largest TPIR with FPIR <= target).
+* :func:`curve_auc` - trapezoidal area under TPIR over FPIR.
+* :func:`open_set_identification` - all of it for one probe set.
 """
 
 from __future__ import annotations
@@ -28,7 +44,8 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["cmc", "rank_k_accuracy", "rank_of_true", "similarity_matrix"]
+__all__ = ["cmc", "curve_auc", "open_set_curve", "open_set_identification", "open_set_scores", "rank_k_accuracy",
+           "rank_of_true", "similarity_matrix", "subject_templates", "tpir_at_fpir"]
 
 Ties = Literal["pessimistic", "optimistic"]
 
@@ -174,3 +191,146 @@ def closed_set(probe_embeddings, probe_labels, gallery_embeddings, gallery_label
     ranks = rank_of_true(similarity, probe_labels, gallery_labels, ties=ties)
     rates = cmc(ranks, max_rank)
     return {"rank1": float(rates[0]), "rank5": rank_k_accuracy(ranks, 5), "cmc": rates, "ranks": ranks}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Open-set (watch-list) identification
+# ---------------------------------------------------------------------------------------------------------------------
+
+def subject_templates(embeddings, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(templates (S, D), subjects (S,)): per subject (sorted, as :func:`numpy.unique`), the mean of its L2-normalised
+    embeddings, L2-normalised again. Raises ValueError if a mean is the zero vector (opposite embeddings)."""
+    emb = _as_embeddings(embeddings, "embeddings")
+    lab = _as_labels(labels, "labels")
+    if lab.size != emb.shape[0]:
+        raise ValueError(f"{emb.shape[0]} embeddings but {lab.size} labels; expected one label per embedding")
+    subjects, inverse = np.unique(lab, return_inverse=True)
+    sums = np.zeros((subjects.size, emb.shape[1]))
+    np.add.at(sums, inverse.reshape(-1), emb)
+    means = sums / np.bincount(inverse.reshape(-1), minlength=subjects.size)[:, None]
+    norms = np.linalg.norm(means, axis=1)
+    if np.any(norms < 1e-12):
+        bad = subjects[norms < 1e-12][:5].tolist()
+        raise ValueError(f"subject(s) {bad}: the mean of their embeddings is the zero vector; no template direction")
+    return means / norms[:, None], subjects
+
+
+def _check_similarity(sim, name: str) -> np.ndarray:
+    arr = np.asarray(sim)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (probes x gallery), got shape {arr.shape}")
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has no probes; open-set identification needs mated and unmated probes")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN/inf; expected finite scores")
+    return arr.astype(np.float64, copy=False)
+
+
+def open_set_scores(mated_similarity, mated_labels, gallery_labels, unmated_similarity, *, rank: int = 20,
+                    ties: Ties = "pessimistic") -> tuple[np.ndarray, np.ndarray]:
+    """(mate_scores (P,), unmated_top1 (U,)) for open-set identification.
+
+    ``mated_similarity`` (P, G) and ``unmated_similarity`` (U, G) score probes against the gallery columns, whose
+    subjects are ``gallery_labels`` (G,) (one column per subject for templates; several columns of a subject score
+    their best, as in :func:`rank_of_true`). A mated probe's mate score is its subject's score when the subject's rank
+    (:func:`rank_of_true` with ``ties``) is <= ``rank``, else ``-inf`` (never identified). An unmated probe's score is
+    its best gallery score.
+    """
+    k = _check_k(rank, "rank")
+    sim = _check_similarity(mated_similarity, "mated_similarity")
+    uns = _check_similarity(unmated_similarity, "unmated_similarity")
+    if uns.shape[1] != sim.shape[1]:
+        raise ValueError(f"mated_similarity has {sim.shape[1]} gallery columns but unmated_similarity has "
+                         f"{uns.shape[1]}; both must score the same gallery")
+    ranks = rank_of_true(sim, mated_labels, gallery_labels, ties=ties)
+    plab, glab = np.asarray(mated_labels), np.asarray(gallery_labels)
+    same = plab[:, None] == glab[None, :]
+    mate = np.where(same, sim, -np.inf).max(axis=1)
+    return np.where(ranks <= k, mate, -np.inf), uns.max(axis=1)
+
+
+def open_set_curve(mate_scores, unmated_top1, *, thresholds: Literal["grid", "exact"] = "grid",
+                   n_steps: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpir, tpir, threshold), ordered by FPIR ascending (thresholds descending), one point per distinct FPIR.
+
+    ``FPIR(t) = mean(unmated_top1 >= t)``, ``TPIR(t) = mean(mate_scores >= t)`` (``-inf`` mate scores never count).
+    See the module docstring for the two threshold sets.
+    """
+    m = np.asarray(mate_scores, np.float64).reshape(-1)
+    u = np.asarray(unmated_top1, np.float64).reshape(-1)
+    if m.size == 0 or u.size == 0:
+        raise ValueError(f"need mated and unmated probes, got {m.size} mated and {u.size} unmated scores")
+    if not np.all(np.isfinite(u)) or np.any(np.isnan(m)) or np.any(m == np.inf):
+        raise ValueError("unmated scores must be finite and mate scores finite or -inf")
+    lo, hi = float(u.min()), float(u.max())
+    if thresholds == "grid":
+        _check_k(n_steps, "n_steps")
+        thr = lo + (hi - lo) * np.arange(n_steps, dtype=np.float64) / n_steps
+        thr = np.unique(thr)[::-1]  # descending
+    elif thresholds == "exact":
+        thr = np.r_[np.nextafter(hi, np.inf), np.unique(u)[::-1]]
+    else:
+        raise ValueError(f"thresholds must be 'grid' or 'exact', got {thresholds!r}")
+    us, ms = np.sort(u), np.sort(m)
+    fpir = (u.size - np.searchsorted(us, thr, side="left")) / u.size
+    tpir = (m.size - np.searchsorted(ms, thr, side="left")) / m.size
+    # thresholds descending -> fpir, tpir non-decreasing; keep the last (lowest threshold, largest TPIR) per FPIR
+    last = np.r_[fpir[1:] != fpir[:-1], True]
+    return fpir[last], tpir[last], thr[last]
+
+
+def tpir_at_fpir(fpir, tpir, target: float, *, rule: Literal["nearest", "conservative"] = "nearest") -> float:
+    """TPIR read off a curve at FPIR ``target``: ``nearest`` = at the point whose FPIR is nearest the target (the
+    largest TPIR among equally near points); ``conservative`` = the largest TPIR among points with FPIR <= target
+    (0.0 if none)."""
+    f = np.asarray(fpir, np.float64)
+    t = np.asarray(tpir, np.float64)
+    if f.shape != t.shape or f.ndim != 1 or f.size == 0:
+        raise ValueError(f"fpir and tpir must be 1-D of equal, non-zero length, got {f.shape} and {t.shape}")
+    if rule == "nearest":
+        d = np.abs(f - target)
+        return float(t[d == d.min()].max())
+    if rule == "conservative":
+        ok = f <= target
+        return float(t[ok].max()) if ok.any() else 0.0
+    raise ValueError(f"rule must be 'nearest' or 'conservative', got {rule!r}")
+
+
+def curve_auc(x, y) -> float:
+    """Trapezoidal area under y over x (x sorted ascending), e.g. TPIR over FPIR."""
+    xa = np.asarray(x, np.float64)
+    ya = np.asarray(y, np.float64)
+    if xa.shape != ya.shape or xa.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of equal length, got {xa.shape} and {ya.shape}")
+    if xa.size < 2:
+        return 0.0
+    if np.any(np.diff(xa) < 0):
+        raise ValueError("x must be sorted ascending")
+    return float(np.sum(np.diff(xa) * (ya[1:] + ya[:-1]) / 2))
+
+
+def open_set_identification(mated_similarity, mated_labels, gallery_labels, unmated_similarity, *,
+                            rank: int = 20, fpirs: tuple[float, ...] = (0.3, 0.2, 0.1),
+                            thresholds: Literal["grid", "exact"] = "grid",
+                            rule: Literal["nearest", "conservative"] = "nearest",
+                            ties: Ties = "pessimistic") -> dict:
+    """Everything an open-set protocol reports: {"tpir@fpir=<f>" for f in fpirs, "auc_tpir_fpir",
+    "realised_fpir@<f>" (the FPIR of the point read), "n_mated", "n_unmated", "fpir", "tpir", "threshold" (curve)}."""
+    mate, top1 = open_set_scores(mated_similarity, mated_labels, gallery_labels, unmated_similarity, rank=rank,
+                                 ties=ties)
+    fpir, tpir, thr = open_set_curve(mate, top1, thresholds=thresholds)
+    out: dict = {}
+    for f in fpirs:
+        out[f"tpir@fpir={f:g}"] = tpir_at_fpir(fpir, tpir, f, rule=rule)
+    out["auc_tpir_fpir"] = curve_auc(fpir, tpir)
+    for f in fpirs:
+        if rule == "nearest":
+            d = np.abs(fpir - f)
+            out[f"realised_fpir@{f:g}"] = float(fpir[d == d.min()].max())
+        else:
+            ok = fpir <= f
+            out[f"realised_fpir@{f:g}"] = float(fpir[ok].max()) if ok.any() else 0.0
+    out.update(n_mated=int(mate.size), n_unmated=int(top1.size), fpir=fpir, tpir=tpir, threshold=thr)
+    return out

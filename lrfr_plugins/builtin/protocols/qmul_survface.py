@@ -1,4 +1,5 @@
-"""QMUL-SurvFace face verification (``Face_Verification_Test_Set``): official TAR@FAR / AUC plus the study's accuracy.
+"""QMUL-SurvFace face verification (``Face_Verification_Test_Set``): official TAR@FAR / AUC plus the study's accuracy;
+with ``task: identification`` / ``both`` also the challenge's open-set watch-list identification.
 
 The released test set (``PROTOCOLS.md`` §4.1) is ``verification_images/*.jpg`` (tiny, non-square surveillance faces
 named ``<pid>_<cam>_<n>.jpg``) and two MATLAB files, ``positive_pairs_names.mat`` / ``negative_pairs_names.mat``,
@@ -19,6 +20,19 @@ Images are made 112 x 112 as the study's ``square_crop`` does (§4.6): keep the 
 pasted at the **top-left** of a **black** canvas. ``square: stretch`` resizes straight to 112 x 112 instead. Each
 unique image is decoded and embedded once; the embedder receives uint8 **RGB** (its own convention - e.g. the
 study's BGR, ``(x - 127.5) / 128`` - is the embedder's business, see §0.3). No flip is applied (the study used none).
+
+**Open-set identification** (``Face_Identification_Test_Set``, §4.1/§4.3): ``gallery/*.jpg`` with
+``gallery_img_ID_pairs.mat`` (``gallery_set`` file names, ``gallery_ids`` 1-based ints), ``mated_probe/*.jpg`` with
+``mated_probe_img_ID_pairs.mat`` (``mated_probe_set``, ``mated_probe_ids``) and ``unmated_probe/*.jpg`` (every image
+file there, unlabelled, distractors included). The two ``.mat`` files are looked up in the test-set folder, then in
+``Face_Identification_Evaluation/`` next to it. As the challenge's evaluation (its published Python ports) does: one
+template per gallery identity (mean of the L2-normalised embeddings, re-normalised; ``id_gallery: max`` scores an
+identity by its best image instead), cosine scores, a mated probe is identified at threshold t if its identity is
+within the top 20 templates and scores >= t, FPIR(t) = fraction of unmated probes whose top-1 score is >= t, t on
+the 1,000-step grid over the unmated top-1 scores, TPIR20 read at the FPIR nearest 0.3 / 0.2 / 0.1, AUC =
+trapezoidal area under TPIR over FPIR (``id_rule: exact``: every distinct unmated score as a threshold, TPIR read
+conservatively at FPIR <= target). The crops are the release's own; no face detector or aligner runs on them, they
+are only made 112 x 112 as above.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ from ...metrics.verification import (
     tar_at_far,
     thin_curve,
 )
+from ...metrics.identification import open_set_identification, similarity_matrix, subject_templates
 from ...ops.resize import Mode, pad_to_square, resize_to
 
 TEST_SET = "Face_Verification_Test_Set"
@@ -52,12 +67,23 @@ NEGATIVE = "negative_pairs_names"
 FARS: tuple[float, ...] = (0.3, 0.1, 0.01, 0.001)
 SIZE = 112
 KEY = "verification"
+ID_SET = "Face_Identification_Test_Set"
+ID_EVAL = "Face_Identification_Evaluation"
+GALLERY, MATED, UNMATED = "gallery", "mated_probe", "unmated_probe"
+GALLERY_MAT, MATED_MAT = "gallery_img_ID_pairs", "mated_probe_img_ID_pairs"
+FPIRS: tuple[float, ...] = (0.3, 0.2, 0.1)
+ID_KEY = "identification"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclasses.dataclass(frozen=True)
 class QMULSurvFaceParams:
     root: str = param(doc="the unzipped QMUL-SurvFace folder, or its Face_Verification_Test_Set folder (holding "
-                          "positive_pairs_names.mat, negative_pairs_names.mat and verification_images/)")
+                          "positive_pairs_names.mat, negative_pairs_names.mat and verification_images/); for task "
+                          "identification also its Face_Identification_Test_Set folder")
+    task: Literal["verification", "identification", "both"] = param(
+        "verification", "verification = the pair protocol; identification = the challenge's open-set watch-list "
+                        "protocol (TPIR20@FPIR 0.3/0.2/0.1, AUC); both = both, in one result")
     preset: Literal["lozhkina", "stratified"] = param(
         "lozhkina", "10-fold accuracy folds: lozhkina = the founding study's contiguous, class-pure folds (positives "
                     "then negatives); stratified = positives and negatives interleaved, every fold balanced")
@@ -72,6 +98,14 @@ class QMULSurvFaceParams:
         "conservative", "reading TAR@FAR off the ROC: conservative = largest TPR with FPR <= FAR; interpolated = "
                         "linear interpolation between ROC points")
     batch_size: int = param(512, "images decoded and handed to the embedder at a time", ge=1)
+    id_rank: int = param(20, "identification: a mated probe counts only if its identity is within this rank (the "
+                             "challenge: 20)", ge=1)
+    id_gallery: Literal["mean", "max"] = param(
+        "mean", "identification gallery: mean = one template per identity (mean of L2-normalised embeddings, as the "
+                "challenge's evaluation); max = an identity scores its best gallery image")
+    id_rule: Literal["challenge", "exact"] = param(
+        "challenge", "identification thresholds: challenge = 1000-step grid over the unmated top-1 scores, TPIR at the "
+                     "nearest FPIR; exact = every distinct unmated score, TPIR at the largest FPIR <= target")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -203,6 +237,111 @@ def load_verification_set(root: str | pathlib.Path, *, squeeze_me: bool = True) 
     return SurvFacePairs(folder, list(index), np.asarray(rows, np.int64).reshape(-1, 2), issame, len(pos), len(neg))
 
 
+@dataclasses.dataclass(frozen=True)
+class SurvFaceIdentification:
+    """The open-set identification set: file names (release order) and 1-based identity ids."""
+
+    folder: pathlib.Path
+    gallery: list[str]
+    gallery_ids: np.ndarray
+    mated: list[str]
+    mated_ids: np.ndarray
+    unmated: list[str]
+
+
+def resolve_id_set(root: str | pathlib.Path) -> pathlib.Path:
+    """The Face_Identification_Test_Set folder, given it or the QMUL-SurvFace folder above it; DataError otherwise."""
+    base = pathlib.Path(root).expanduser()
+    if not base.is_dir():
+        raise DataError(f"{base}: folder not found. Set root to the unzipped QMUL-SurvFace folder (from "
+                        f"QMUL-SurvFace-v1.zip) or to its {ID_SET} folder.")
+    if (base / ID_SET).is_dir():
+        return base / ID_SET
+    if any((base / name).exists() for name in (GALLERY, MATED, UNMATED, f"{GALLERY_MAT}.mat", f"{MATED_MAT}.mat")):
+        return base
+    raise DataError(f"{base}: neither a QMUL-SurvFace folder (no {ID_SET}/ inside) nor a {ID_SET} folder (no "
+                    f"{GALLERY}/, {MATED}/, {UNMATED}/ or {GALLERY_MAT}.mat). Set root to the unzipped QMUL-SurvFace "
+                    f"folder or to its {ID_SET} folder.")
+
+
+def _id_mat(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
+    """``stem``.mat in the test-set folder, else in Face_Identification_Evaluation/ beside it; None if in neither."""
+    for candidate in (folder / f"{stem}.mat", folder.parent / ID_EVAL / f"{stem}.mat"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def missing_id_parts(folder: pathlib.Path) -> list[str]:
+    """The paths of the identification set's folders and .mat lists that are missing (empty when complete)."""
+    missing = [str(folder / name) + "/" for name in (GALLERY, MATED, UNMATED) if not (folder / name).is_dir()]
+    missing += [f"{folder / (stem + '.mat')} (or {folder.parent / ID_EVAL / (stem + '.mat')})"
+                for stem in (GALLERY_MAT, MATED_MAT) if _id_mat(folder, stem) is None]
+    return missing
+
+
+def read_id_list(mat_path: str | pathlib.Path, names_key: str, ids_key: str) -> tuple[list[str], np.ndarray]:
+    """A ``*_img_ID_pairs.mat`` file: (file names, int64 ids), in file order; DataError naming the file otherwise."""
+    import scipy.io
+
+    path = pathlib.Path(mat_path)
+    try:
+        data = scipy.io.loadmat(str(path), squeeze_me=True)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable MATLAB .mat file ({type(exc).__name__}: {exc}). Restore it from "
+                        "QMUL-SurvFace-v1.zip.") from None
+    for key in (names_key, ids_key):
+        if key not in data:
+            found = sorted(k for k in data if not k.startswith("__")) or ["(none)"]
+            raise DataError(f"{path}: no variable {key!r} (found: {', '.join(found)}). Expected the release's "
+                            f"{path.name} with {names_key} (cell array of file names) and {ids_key} (ids).")
+    names_arr = np.atleast_1d(np.asarray(data[names_key], dtype=object)).reshape(-1)
+    ids_arr = np.atleast_1d(np.asarray(data[ids_key])).reshape(-1)
+    if names_arr.size == 0 or names_arr.size != ids_arr.size:
+        raise DataError(f"{path}: {names_key} has {names_arr.size} names but {ids_key} has {ids_arr.size} ids; "
+                        "expected one id per file name (N >= 1).")
+    if ids_arr.dtype.kind not in "iuf" or not np.all(np.isfinite(ids_arr.astype(np.float64))) \
+            or np.any(ids_arr != np.round(ids_arr)):
+        raise DataError(f"{path}: {ids_key} must hold whole-number identity ids, got dtype {ids_arr.dtype}.")
+    names = [_cell_name(c, f"{path} {names_key} entry {i + 1}") for i, c in enumerate(names_arr)]
+    return names, ids_arr.astype(np.int64)
+
+
+def _image_files(folder: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_identification_set(root: str | pathlib.Path) -> SurvFaceIdentification:
+    """Read both id lists and the unmated folder; check every listed image exists and every mated id is in the
+    gallery. Every problem is a :class:`DataError` naming the file or folder."""
+    folder = resolve_id_set(root)
+    missing = missing_id_parts(folder)
+    if missing:
+        raise DataError(f"{folder}: the identification set is incomplete, missing: {'; '.join(missing)}. Restore "
+                        f"them from QMUL-SurvFace-v1.zip ({ID_SET}/).")
+    lists = {}
+    for sub, stem, names_key, ids_key in ((GALLERY, GALLERY_MAT, "gallery_set", "gallery_ids"),
+                                          (MATED, MATED_MAT, "mated_probe_set", "mated_probe_ids")):
+        mat = _id_mat(folder, stem)
+        names, ids = read_id_list(mat, names_key, ids_key)
+        present = set(_image_files(folder / sub))
+        absent = [n for n in names if n not in present]
+        if absent:
+            raise DataError(f"{mat} names {len(absent)} image(s) not in {folder / sub} (e.g. {absent[0]!r}). "
+                            f"Restore {sub}/ from QMUL-SurvFace-v1.zip.")
+        lists[sub] = (names, ids)
+    unmated = _image_files(folder / UNMATED)
+    if not unmated:
+        raise DataError(f"{folder / UNMATED}: no images. Restore {UNMATED}/ from QMUL-SurvFace-v1.zip.")
+    gallery_ids, mated_ids = lists[GALLERY][1], lists[MATED][1]
+    outside = np.setdiff1d(mated_ids, gallery_ids)
+    if outside.size:
+        raise DataError(f"{_id_mat(folder, MATED_MAT)}: {outside.size} mated probe id(s) have no gallery image "
+                        f"(e.g. {int(outside[0])}); mated probes must be of gallery identities. The .mat files do "
+                        "not belong together; restore them from QMUL-SurvFace-v1.zip.")
+    return SurvFaceIdentification(folder, lists[GALLERY][0], gallery_ids, lists[MATED][0], mated_ids, unmated)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Images
 # ---------------------------------------------------------------------------------------------------------------------
@@ -243,6 +382,21 @@ def _load_squares(folder: pathlib.Path, names: list[str], square: str, mode: str
         batch = torch.from_numpy(np.stack([decoded[i] for i in idx])).permute(0, 3, 1, 2).contiguous()
         out[idx] = to_square(batch, square, mode=mode, antialias=antialias)
     return out
+
+
+def _embed_names(folder: pathlib.Path, names: list[str], p: QMULSurvFaceParams, embed: Embedder, progress: bool,
+                 what: str) -> np.ndarray:
+    """Embeddings (N, D) of ``names`` in ``folder``, made 112 x 112 as the verification images, in batches."""
+    chunks = []
+    for start in tqdm(range(0, len(names), p.batch_size), desc=f"eval qmul-survface {what}", unit="batch",
+                      disable=not progress):
+        batch = _load_squares(folder, names[start:start + p.batch_size], p.square, p.interpolation, p.antialias)
+        emb = np.asarray(embed(batch))
+        if emb.ndim != 2 or emb.shape[0] != batch.shape[0]:
+            raise ValueError(f"the embedder returned shape {emb.shape} for {batch.shape[0]} images; expected "
+                             "(images, dim)")
+        chunks.append(emb)
+    return np.concatenate(chunks)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -295,17 +449,87 @@ def survface_metrics(scores: np.ndarray, issame: np.ndarray, preset: str, tar_ru
 
 class QMULSurvFace(Protocol):
     """QMUL-SurvFace verification: official TAR@FAR (0.3/0.1/0.01/0.001) and AUC over all pairs, plus the founding
-    study's 10-fold "mean accuracy +- SEM" (class-pure ``lozhkina`` folds or balanced ``stratified`` ones)."""
+    study's 10-fold "mean accuracy +- SEM" (class-pure ``lozhkina`` folds or balanced ``stratified`` ones); with
+    ``task`` identification / both the challenge's open-set TPIR20@FPIR (0.3/0.2/0.1) and TPIR-FPIR AUC."""
 
     Params = QMULSurvFaceParams
 
     def check(self) -> None:
-        folder = resolve_test_set(self.params.root)
-        for needed in (f"{POSITIVE}.mat", f"{NEGATIVE}.mat", IMAGES):
-            if not (folder / needed).exists():
-                raise DataError(f"{folder / needed}: missing. Restore it from QMUL-SurvFace-v1.zip.")
+        if self.params.task in ("verification", "both"):
+            folder = resolve_test_set(self.params.root)
+            for needed in (f"{POSITIVE}.mat", f"{NEGATIVE}.mat", IMAGES):
+                if not (folder / needed).exists():
+                    raise DataError(f"{folder / needed}: missing. Restore it from QMUL-SurvFace-v1.zip.")
+        if self.params.task in ("identification", "both"):
+            folder = resolve_id_set(self.params.root)
+            missing = missing_id_parts(folder)
+            if missing:
+                raise DataError(f"{folder}: the identification set is incomplete, missing: {'; '.join(missing)}. "
+                                f"Restore them from QMUL-SurvFace-v1.zip ({ID_SET}/).")
 
     def evaluate(self, embed: Embedder, *, progress: bool = True) -> ProtocolResult:
+        p = self.params
+        rows: list[dict[str, Any]] = []
+        settings: dict[str, Any] = {"task": p.task}
+        results: dict[str, dict[str, Any]] = {}
+        curves: dict[str, dict[str, list[float]]] = {}
+        if p.task in ("verification", "both"):
+            row, metrics, v_settings, v_curves = self._verification(embed, progress)
+            rows.append(row)
+            settings.update(v_settings)
+            results[KEY] = metrics
+            curves.update(v_curves)
+        if p.task in ("identification", "both"):
+            row, metrics, i_settings, i_curves = self._identification(embed, progress)
+            rows.append(row)
+            settings.update(i_settings)
+            results[ID_KEY] = metrics
+            curves.update(i_curves)
+        return ProtocolResult("qmul-survface", rows, settings, results=results, curves=curves, preset=p.preset)
+
+    def _identification(self, embed: Embedder, progress: bool):
+        p = self.params
+        data = load_identification_set(p.root)
+        f = data.folder
+        gallery = _embed_names(f / GALLERY, data.gallery, p, embed, progress, "gallery")
+        mated = _embed_names(f / MATED, data.mated, p, embed, progress, "mated probes")
+        unmated = _embed_names(f / UNMATED, data.unmated, p, embed, progress, "unmated probes")
+        if p.id_gallery == "mean":
+            columns, column_ids = subject_templates(gallery, data.gallery_ids)
+        else:
+            columns, column_ids = gallery, data.gallery_ids
+        thresholds, rule = ("grid", "nearest") if p.id_rule == "challenge" else ("exact", "conservative")
+        res = open_set_identification(similarity_matrix(mated, columns), data.mated_ids, column_ids,
+                                      similarity_matrix(unmated, columns), rank=p.id_rank, fpirs=FPIRS,
+                                      thresholds=thresholds, rule=rule)
+        n_subjects = int(np.unique(data.gallery_ids).size)
+        metrics: dict[str, Any] = {k: v for k, v in res.items() if k.startswith(("tpir@", "realised_fpir@"))}
+        metrics.update(auc_tpir_fpir=res["auc_tpir_fpir"], rank=p.id_rank, n_mated=res["n_mated"],
+                       n_unmated=res["n_unmated"], n_gallery=len(data.gallery), n_gallery_ids=n_subjects)
+        row: dict[str, Any] = {"set": ID_KEY, "rank": p.id_rank}
+        row.update({k: v for k, v in metrics.items() if k.startswith("tpir@")})
+        row["auc_tpir_fpir"] = metrics["auc_tpir_fpir"]
+        settings = {
+            "id_protocol": f"open-set watch list: gallery = {ID_SET}/{GALLERY} ({len(data.gallery)} images of "
+                           f"{n_subjects} ids, {GALLERY_MAT}.mat order), {res['n_mated']} mated probes "
+                           f"({MATED_MAT}.mat), {res['n_unmated']} unmated probes (every image in {UNMATED}/)",
+            "id_gallery": ("mean (one template per id: mean of L2-normalised embeddings, re-normalised; cosine)"
+                           if p.id_gallery == "mean" else "max (an id scores its best gallery image; cosine)"),
+            "id_rank": p.id_rank,
+            "id_ties": "pessimistic (an impostor id scoring equal to the mate ranks before it)",
+            "id_rule": ("challenge (thresholds: 1000-step grid min + k(max-min)/1000 over the unmated top-1 scores, "
+                        "FPIR = share of unmated top-1 >= t, TPIR read at the grid point with the FPIR nearest the "
+                        "target)" if p.id_rule == "challenge" else
+                        "exact (a threshold at every distinct unmated top-1 score and one above the largest; TPIR = "
+                        "largest TPIR with FPIR <= target)"),
+            "id_auc": "trapezoidal area under TPIR over FPIR on the same thresholds",
+            "id_realised_fpir": {f"{x:g}": round(res[f"realised_fpir@{x:g}"], 6) for x in FPIRS},
+            "id_preprocessing": "release crops only (no detection or alignment), made 112x112 as for verification",
+        }
+        curves = {f"tpir_fpir:{ID_KEY}": dict(zip(("fpir", "tpir"), thin_curve(res["fpir"], res["tpir"])))}
+        return row, metrics, settings, curves
+
+    def _verification(self, embed: Embedder, progress: bool):
         p = self.params
         data = load_verification_set(p.root)
         images = data.folder / IMAGES
@@ -352,5 +576,4 @@ class QMULSurvFace(Protocol):
         if used != n_pairs:
             settings["fold_dropped_pairs"] = n_pairs - used
         curves = {f"roc:{KEY}": dict(zip(("fpr", "tpr"), thin_curve(fpr, tpr)))}
-        return ProtocolResult("qmul-survface", [row], settings, results={KEY: metrics}, curves=curves,
-                              preset=p.preset)
+        return row, metrics, settings, curves
