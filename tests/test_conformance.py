@@ -52,6 +52,12 @@ def scface(tmp_path):
     return {"root": str(make_scface(tmp_path / "scface"))}
 
 
+def tinyface(tmp_path):
+    from test_protocol_tinyface import make_tinyface
+
+    return {"root": str(make_tinyface(tmp_path / "tinyface"))}
+
+
 def lfw(tmp_path):
     from test_protocol_lfw import write_lfw
 
@@ -65,6 +71,7 @@ DATA = {
     ("dataset", "image-folder"): image_folder,
     ("protocol", "qmul-survface"): qmul,
     ("protocol", "scface"): scface,
+    ("protocol", "tinyface"): tinyface,
     ("protocol", "lfw"): lfw,
     ("protocol", "bin"): lambda tmp_path: {"path": str(FIXTURES / "mxnet" / "verification" / "tiny_py3.bin"),
                                            "folds": 2, "sizes": [112, 7]},

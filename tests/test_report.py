@@ -101,3 +101,20 @@ def test_merge_seeds_gives_the_mean_and_the_spread_across_runs(tmp_path, lrfr):
     result = lrfr("report", *map(str, [*runs, other]), "--merge-seeds", "--out", str(tmp_path / "cli"))
     assert result.returncode == 0, result.stderr
     assert "| LFW 112x112 (accuracy) | **0.9200 ± 0.0283** | 0.9000 ± 0.0100 |" in result.stdout
+
+
+def test_open_set_and_closed_set_identification_get_their_own_headline_rows(tmp_path):
+    both = qmul(0.6)
+    both["results"]["identification"] = {"tpir@fpir=0.3": 0.21, "tpir@fpir=0.2": 0.15, "tpir@fpir=0.1": 0.08,
+                                         "auc_tpir_fpir": 0.12, "rank": 20, "n_mated": 5, "n_unmated": 9}
+    tiny = {"protocol": "tinyface", "rows": [], "results": {"identification": {"rank1": 0.41, "rank5": 0.5,
+                                                                               "map": 0.3}}}
+    a = write_run(tmp_path / "a", "arcface", [both, tiny])
+    runs, rows, _ = make_report([a], tmp_path / "out")
+    assert [(row.label, row.metric) for row in rows] == [
+        ("QMUL-SurvFace verification", "accuracy"),
+        ("QMUL-SurvFace identification", "tpir@fpir=0.3"), ("QMUL-SurvFace identification", "tpir@fpir=0.2"),
+        ("QMUL-SurvFace identification", "tpir@fpir=0.1"), ("QMUL-SurvFace identification", "auc_tpir_fpir"),
+        ("tinyface", "rank1")]
+    assert rows[1].cells == {"arcface": (0.21, None)} and rows[-1].cells == {"arcface": (0.41, None)}
+    assert "| QMUL-SurvFace identification (tpir@fpir=0.1) | 0.0800 |" in FORMATS["md"](runs, rows)
