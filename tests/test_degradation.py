@@ -27,11 +27,39 @@ def test_full_size_is_a_no_op_and_small_sizes_lose_detail():
     assert errors == sorted(errors) and errors[0] > 0
 
 
-def test_bilinear_without_antialias_matches_a_manual_interpolate():
+def _cv2_axis_u8(n_in, n_out, clamp_weights):
+    """cv2 INTER_LINEAR for uint8 along one axis: float32 source (i + 0.5) * (1 / (n_out / n_in)) - 0.5, 11-bit
+    weights rounded half to even; horizontally a source outside the image takes its edge pixel with weight 2048."""
+    f = ((np.arange(n_out) + 0.5) * (1.0 / (n_out / n_in)) - 0.5).astype(np.float32)
+    s = np.floor(f)
+    f, s = f - s, s.astype(np.int64)
+    if clamp_weights:
+        f[(s < 0) | (s >= n_in - 1)] = 0
+        s = s.clip(0, n_in - 1)
+    w0 = np.rint((np.float32(1) - f) * np.float32(2048)).astype(np.int64)
+    return s.clip(0, n_in - 1), (s + 1).clip(0, n_in - 1), w0, np.rint(f * np.float32(2048)).astype(np.int64)
+
+
+def _cv2_linear_u8(img_chw, h, w):
+    """cv2.resize(uint8, INTER_LINEAR) in numpy, without cv2: horizontal pass into ints, then cv2's vertical kernel
+    ((S >> 4) * beta >> 16 per row, summed, (sum + 2) >> 2)."""
+    x0, x1, a0, a1 = _cv2_axis_u8(img_chw.shape[-1], w, True)
+    y0, y1, b0, b1 = _cv2_axis_u8(img_chw.shape[-2], h, False)
+    im = np.asarray(img_chw, dtype=np.int64)
+    buf = (im[..., x0] * a0 + im[..., x1] * a1) >> 4
+    v = ((buf[..., y0, :] * b0[:, None]) >> 16) + ((buf[..., y1, :] * b1[:, None]) >> 16)
+    return np.clip((v + 2) >> 2, 0, 255).astype(np.uint8)
+
+
+def _cv2_down_up_u8(x, s):
+    """The study's degradation as cv2 computes it: INTER_LINEAR to s x s (uint8), INTER_LINEAR back."""
+    x = np.asarray(x)
+    return torch.from_numpy(_cv2_linear_u8(_cv2_linear_u8(x, s, s), *x.shape[-2:]))
+
+
+def test_bilinear_without_antialias_is_cv2_fixed_point():
     x = batch(2)
-    small = F.interpolate(x.float(), size=(16, 16), mode="bilinear", align_corners=False, antialias=False)
-    big = F.interpolate(small.round().clamp(0, 255), size=(112, 112), mode="bilinear", align_corners=False)
-    assert torch.equal(resize_down_up(x, 16), big.round().clamp(0, 255).to(torch.uint8))
+    assert torch.equal(resize_down_up(x, 16), _cv2_down_up_u8(x, 16))
 
 
 def test_per_image_sizes():
@@ -225,32 +253,29 @@ def _max_diff(a, b) -> int:
 
 @pytest.mark.parametrize("images", [faces, batch], ids=["faces", "noise"])
 def test_bilinear_no_antialias_matches_a_per_image_cv2_linear_reference(images):
-    """Measured (torch 2.13 CPU): max 0 grey levels against the float64 numpy INTER_LINEAR reference at 7..56 px on
-    faces, noise and a real photo; the bound allows 1 for float32-vs-float64 ties on other builds or devices."""
+    """Exact against the numpy fixed-point INTER_LINEAR reference (cv2's arithmetic, without cv2); within 2 grey
+    levels of the float64 INTER_LINEAR of the same taps (the rounding of 11-bit weights, compounded over 2 steps)."""
     x = images(4)
-    for s in (7, 14, 16, 28, 56):
-        ours = resize_down_up(x, s).numpy()
-        assert max(_max_diff(ours[i], _reference_study(x[i].numpy(), s)) for i in range(len(x))) <= 1
+    for s in (7, 14, 16, 20, 28, 56):
+        ours = resize_down_up(x, s)
+        assert torch.equal(ours, _cv2_down_up_u8(x, s))
+        assert max(_max_diff(ours[i].numpy(), _reference_study(x[i].numpy(), s)) for i in range(len(x))) <= 2
 
 
 @pytest.mark.parametrize("images", [faces, batch], ids=["faces", "noise"])
 def test_bilinear_no_antialias_against_cv2_itself(images):
-    """cv2 is not a dependency; where it is installed, each step is within 1 grey level of cv2 INTER_LINEAR (cv2
-    computes uint8 resizes in 11-bit fixed point, so exact equality is not expected). Measured for the whole
-    down+up pipeline against cv2 (not asserted, as the per-step errors compound): max 1 at 7..28 px, 2 at 56 px,
-    mean 0.10-0.17 grey levels, on faces, noise and the insightface Tom_Hanks photo (max 1 there)."""
+    """cv2 is not a dependency; where it is installed, the numpy fixed-point reference and the whole down+up
+    pipeline equal cv2 INTER_LINEAR bit for bit (more sizes and shapes: tests/test_resize_cv2_exact.py)."""
     cv2 = pytest.importorskip("cv2")
     x = images(4)
     for s in (7, 14, 16, 28, 56):
-        small = F.interpolate(x.float(), size=(s, s), mode="bilinear", align_corners=False).round().clamp(0, 255)
         ours = resize_down_up(x, s).numpy()
         for i in range(len(x)):
             img = np.ascontiguousarray(x[i].numpy().transpose(1, 2, 0))
             ref_small = cv2.resize(img, (s, s), interpolation=cv2.INTER_LINEAR)
-            assert _max_diff(small[i].numpy().transpose(1, 2, 0), ref_small) <= 1
-            mine_small = np.ascontiguousarray(small[i].numpy().transpose(1, 2, 0).astype(np.uint8))
-            ref_up = cv2.resize(mine_small, (112, 112), interpolation=cv2.INTER_LINEAR)
-            assert _max_diff(ours[i].transpose(1, 2, 0), ref_up) <= 1
+            assert _max_diff(_cv2_linear_u8(x[i].numpy(), s, s).transpose(1, 2, 0), ref_small) == 0
+            ref_up = cv2.resize(ref_small, (112, 112), interpolation=cv2.INTER_LINEAR)
+            assert _max_diff(ours[i].transpose(1, 2, 0), ref_up) == 0
 
 
 def _pil(img_chw: np.ndarray, size: int) -> np.ndarray:
@@ -326,15 +351,13 @@ def _interpolate_down_up(x, s, rounding="round", quantize_lr=True):
 
 @pytest.mark.parametrize("images", [faces, batch], ids=["faces", "noise"])
 def test_fast_bilinear_equals_interpolate(images):
-    """The matrix-product kernel uses torch's taps and weights: identical at sizes that divide 112 (the study's 16
-    among them; measured 0 differences on 128 noise images), and within 1 grey level where a float .5 tie can tip
-    (measured: a few hundred of 4.8 M values at 13, 37, 100 px). With ``rounding: truncate`` an integer result can
-    land a float ulp below itself, so that case is within 1 grey level at every size."""
+    """Rounded to nearest with a uint8 LR image, bilinear is cv2's fixed point (exact at every size, against the
+    numpy reference); with a float LR image or ``rounding: truncate`` it is the matrix-product kernel with torch's
+    taps and weights, within 1 grey level of ``interpolate`` where a float .5 tie can tip (or, truncating, an
+    integer result lands a float ulp below itself)."""
     x = images(6)
-    for s in (7, 14, 16, 28, 56):
-        assert torch.equal(resize_down_up(x, s), _interpolate_down_up(x, s))
-    for s in (1, 5, 13, 37, 100, 111):
-        assert _max_diff(resize_down_up(x, s), _interpolate_down_up(x, s)) <= 1
+    for s in (1, 5, 7, 13, 14, 16, 28, 37, 56, 100, 111):
+        assert torch.equal(resize_down_up(x, s), _cv2_down_up_u8(x, s))
     for kw in ({"rounding": "truncate"}, {"quantize_lr": False}):
         assert _max_diff(resize_down_up(x, 20, **kw), _interpolate_down_up(x, 20, **kw)) <= 1
     # truncation tips at integers (x.99999 vs x), which a uniform region hits often: within 1 there too
@@ -344,8 +367,8 @@ def test_fast_bilinear_equals_interpolate(images):
 
 def test_fast_bilinear_on_non_square_inputs_and_mixed_sizes():
     x = batch(4)[:, :, :, :96].contiguous()  # 112 x 96
-    for s in (16, 24, 50):
-        assert _max_diff(resize_down_up(x, s), _interpolate_down_up(x, s)) <= 1
+    for s in (16, 24, 50, 96, 100):
+        assert torch.equal(resize_down_up(x, s), _cv2_down_up_u8(x, s))
     mixed = resize_down_up(x, [16, 200, 7, 16])
     assert torch.equal(mixed[1], x[1])  # a size >= the input: unchanged
     for i, s in ((0, 16), (2, 7), (3, 16)):
@@ -393,8 +416,8 @@ def test_fast_bilinear_and_batch_work_on_the_batch_device(registry):
     cpu = deg(x, torch.Generator().manual_seed(0))
     gpu = deg(x.cuda(), torch.Generator().manual_seed(0))
     assert gpu.images.is_cuda and torch.equal(gpu.lr_mask.cpu(), cpu.lr_mask)
-    assert (gpu.images.cpu().int() - cpu.images.int()).abs().max().item() <= 1
-    assert _max_diff(resize_down_up(x.cuda(), 13).cpu(), _interpolate_down_up(x, 13)) <= 1
+    assert torch.equal(gpu.images.cpu(), cpu.images)  # integer arithmetic: the same pixels on every device
+    assert torch.equal(resize_down_up(x.cuda(), 13).cpu(), _cv2_down_up_u8(x, 13))
     flip = torch.tensor([True, False] * 4)
     assert torch.equal(hflip(x.cuda(), flip.cuda()).cpu(), hflip(x, flip))
     assert torch.allclose(to_network_input(x.cuda()).cpu(), to_network_input(x))

@@ -18,16 +18,16 @@ Modes (``down`` / ``up``):
   max 2, mean ~0.25; synthetic faces with saturated hard edges max 8-18, mean ~0.25; uniform noise max 2-4.
 * ``area``, ``nearest``: torch's.
 
-Measured parity of ``bilinear`` without anti-aliasing (the study's path): 0 grey levels against a float64 numpy
-INTER_LINEAR reference; within 1 of cv2 per step (cv2 uses 11-bit fixed point), 1-2 for the whole down+up pipeline.
-See tests/test_degradation.py.
-
-In ``resize_down_up`` that case (bilinear without anti-aliasing, the training hot path) runs on :func:`_bilinear`,
-two small matrix products with torch's taps and weights that read only the rows they need, a few images at a time,
-instead of ``interpolate``: 4x less CPU for the study's 112 -> 16 -> 112 (48 vs 215 us per image, one thread).
-Against ``interpolate`` (torch 2.13 CPU) it is identical at sizes that divide the input (7, 14, 16, 28, 56 of 112)
-with ``rounding: round``, and within 1 grey level elsewhere (and with ``truncate``), where float rounding of a
-product (FMA or not) can tip an exact .5 tie (an integer, for truncation).
+``bilinear`` without anti-aliasing from a uint8 image to a uint8 image rounded to nearest (``resize_down_up`` with
+``quantize_lr`` and ``rounding: round``: the study's ``lozhkina`` preset, the protocols' ``lozhkina`` and
+``insightface``) is cv2 ``INTER_LINEAR`` **bit for bit**, each step: :func:`_bilinear_cv2` is cv2's 11-bit fixed-point
+arithmetic in torch (batched, on the images' device, no cv2 needed). Tested against opencv 5.1 with 0 differing pixels
+at 1..111 px, square and non-square (tests/test_resize_cv2_exact.py); torch's float bilinear differed from cv2 on
+10-25 % of the pixels by one grey level. Other bilinear cases (a float LR image, truncation) have no cv2 counterpart
+and keep torch's float bilinear, computed by :func:`_bilinear`, two small matrix products with torch's taps and weights
+that read only the rows they need (identical to ``interpolate`` at sizes that divide the input, within 1 grey level
+elsewhere, where float rounding of a product can tip an exact .5 tie). Both run a few images at a time
+(``CHUNK``). ``resize_to`` keeps ``interpolate``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 from typing import Literal, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -74,6 +75,71 @@ def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if len(cols) < x.shape[-1]:
         x = x.index_select(-1, cols)
     return torch.matmul(wy, torch.matmul(x.float(), wx.T))
+
+
+#: cv2's INTER_RESIZE_COEF_BITS: uint8 INTER_LINEAR weights are integers scaled by 2048
+COEF_BITS = 11
+
+
+@functools.lru_cache(maxsize=64)
+def _cv2_axis(n_in: int, n_out: int, clamp_weights: bool) -> tuple[np.ndarray, ...]:
+    """cv2 ``INTER_LINEAR`` taps and 11-bit weights along one axis, as ``cv::resize`` computes them for uint8:
+    ``scale = 1 / (n_out / n_in)`` in double, source ``(float)((i + 0.5) * scale - 0.5)``, ``s = floor``, ``f`` the
+    float32 remainder, weights ``round(2048 * (1.f - f))`` and ``round(2048 * f)`` (half to even, as cvRound).
+    Horizontally (``clamp_weights``) a source left of 0 or at/after the last column becomes that column with weight
+    (2048, 0); vertically the weights are kept and only the row indices are clipped to the image."""
+    scale = 1.0 / (n_out / n_in)
+    f = ((np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    s = np.floor(f)
+    f = f - s  # float32, exact
+    s = s.astype(np.int64)
+    if clamp_weights:
+        f[(s < 0) | (s >= n_in - 1)] = 0
+        s = s.clip(0, n_in - 1)
+    w0 = np.rint((np.float32(1) - f) * np.float32(1 << COEF_BITS)).astype(np.int64)  # exact product: power of two
+    w1 = np.rint(f * np.float32(1 << COEF_BITS)).astype(np.int64)
+    return s.clip(0, n_in - 1), (s + 1).clip(0, n_in - 1), w0, w1
+
+
+@functools.lru_cache(maxsize=64)
+def _cv2_plan(height: int, width: int, size: tuple[int, int], device: torch.device):
+    """Tensors for :func:`_bilinear_cv2` on ``device``: the source rows read, the (k, w) integer horizontal weights
+    over the k source columns read, the positions (among the rows read) of every output row's first rows then of its
+    second rows, and their weights as a column."""
+    x0, x1, a0, a1 = _cv2_axis(width, size[1], True)
+    dense = np.zeros((size[1], width), np.float32)
+    np.add.at(dense, (np.arange(size[1]), x0), a0)
+    np.add.at(dense, (np.arange(size[1]), x1), a1)
+    cols = (dense != 0).any(0).nonzero()[0]
+    y0, y1, b0, b1 = _cv2_axis(height, size[0], False)
+    rows = np.union1d(y0, y1)  # sorted
+    def t(values, dtype=torch.int64):
+        return torch.from_numpy(np.ascontiguousarray(values)).to(device=device, dtype=dtype)
+    assert (b0 >= 0).all() and (b1 >= 0).all() and (b0 + b1 <= 2049).all()  # the bound _bilinear_cv2 relies on
+    return (t(rows), t(dense[:, cols].T, torch.float32), t(cols), t(np.searchsorted(rows, np.concatenate([y0, y1]))),
+            t(np.concatenate([b0, b1])[:, None], torch.int32))
+
+
+def _bilinear_cv2(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``cv2.resize(x, (w, h), interpolation=INTER_LINEAR)`` of a uint8 batch (N, C, H, W), bit for bit, batched on
+    the images' device. cv2's uint8 arithmetic: the horizontal pass sums ``pixel * weight`` (11-bit weights) into an
+    int buffer (here a float32 matrix product over only the rows and columns read: every value is an integer below
+    2^20, so exact); the vertical pass is its universal-intrinsics kernel (``VResizeLinearVec_32s8u``), which shifts
+    each buffer value right by 4, takes the high 16 bits of the product with the row weight
+    (``(v >> 4) * beta >> 16``) for each of the two rows, adds them and rounds off 2 more bits (``(sum + 2) >> 2``,
+    saturated to 0..255). That is not the exact ``(S0 * b0 + S1 * b1 + 2^21) >> 22``; it is what cv2 returns
+    (verified against opencv 5.1 at every size of tests/test_resize_cv2_exact.py, tails of rows included). The exact
+    2x down-scale cv2 hands to INTER_AREA ((sum of 2 x 2 + 2) >> 2) gives the same values."""
+    rows, wx, cols, i01, b01 = _cv2_plan(x.shape[-2], x.shape[-1], tuple(size), x.device)
+    if len(rows) < x.shape[-2]:
+        x = x.index_select(-2, rows)
+    if len(cols) < x.shape[-1]:
+        x = x.index_select(-1, cols)
+    buf = torch.matmul(x.float(), wx).to(torch.int32).bitwise_right_shift_(4)  # (N, C, k, w): the int buffer >> 4
+    both = buf.index_select(-2, i01).mul_(b01).bitwise_right_shift_(16)  # rows y0 then rows y1, each weighted
+    h = both.shape[-2] // 2
+    # no clamp needed: each term is at most 32640 * b >> 16 and b0 + b1 <= 2049, so the sum is <= 1020 (255 after >> 2)
+    return torch.add(both[..., :h, :], both[..., h:, :]).add_(2).bitwise_right_shift_(2).to(torch.uint8)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], mode: str, antialias: bool,
@@ -151,14 +217,25 @@ def resize_down_up(images: torch.Tensor, sizes: int | Sequence[int] | torch.Tens
         return images.clone()
     every = len(todo) == 1 and bool((per_image == todo[0]).all())  # one size for all: nothing to copy over
     out = torch.empty_like(images) if every else images.clone()
+    # a step from uint8 to uint8 rounded to nearest, bilinear without anti-aliasing, is cv2 INTER_LINEAR bit for bit
+    cv2_down = down == "bilinear" and not antialias and quantize_lr and rounding == "round"
+    cv2_up = up == "bilinear" and quantize_lr and rounding == "round"
     for size in todo:
         idx = (per_image == size).nonzero().squeeze(1).to(images.device)
         for part in idx.split(CHUNK):  # a few images at a time: the float intermediates stay in the CPU's cache
-            small = _resize(images.index_select(0, part), (size, size), down, antialias, fast=True)
-            if quantize_lr:
-                small = _to_uint8_values(small, rounding)
-            big = _to_uint8_values(_resize(small, (height, width), up, False, fast=True), rounding)
-            put_rows_(out, part, _as_uint8(big))
+            chunk = images.index_select(0, part)
+            if cv2_down:
+                small = _bilinear_cv2(chunk, (size, size))
+            else:
+                small = _resize(chunk, (size, size), down, antialias, fast=True)
+                if quantize_lr:
+                    small = _as_uint8(_to_uint8_values(small, rounding)) if cv2_up else _to_uint8_values(small,
+                                                                                                       rounding)
+            if cv2_up:
+                big = _bilinear_cv2(small, (height, width))
+            else:
+                big = _as_uint8(_to_uint8_values(_resize(small, (height, width), up, False, fast=True), rounding))
+            put_rows_(out, part, big)
     return out
 
 
