@@ -2,7 +2,9 @@
 
 Bilinear without anti-aliasing from uint8 to uint8, rounded to nearest (the ``lozhkina`` training preset and the
 ``lozhkina`` / ``insightface`` protocol presets), is cv2's 11-bit fixed-point arithmetic in torch
-(``lrfr_plugins.ops.resize._bilinear_cv2``). Asserted: 0 differing pixels, down and up separately and the whole
+(``lrfr_plugins.ops.resize._bilinear_cv2``), which hands CPU batches to cv2 itself where it is installed. Every test
+here but the last runs the torch arithmetic (the cv2 shortcut switched off) against cv2; the last checks that the
+shortcut and the arithmetic agree. Asserted: 0 differing pixels, down and up separately and the whole
 down+up, at every size the presets and protocols use and at sizes that do not divide 112, on square and non-square
 inputs.
 """
@@ -11,9 +13,16 @@ import numpy as np
 import pytest
 import torch
 
+from lrfr_plugins.ops import resize as resize_module
 from lrfr_plugins.ops.resize import _bilinear_cv2, resize_down_up
 
 cv2 = pytest.importorskip("cv2")
+
+@pytest.fixture(autouse=True)
+def torch_arithmetic(monkeypatch):
+    """Test lrfr's own fixed-point arithmetic, not cv2 against itself: switch off the cv2 shortcut."""
+    monkeypatch.setattr(resize_module, "_opencv", lambda: None)
+
 
 #: the presets' and protocols' sizes, then sizes that do not divide 112 (and 1, 96 = a side of 112 x 96)
 SIZES = (7, 14, 16, 28, 56, 12, 20, 21, 24, 36, 45, 100, 1, 5, 13, 96, 111)
@@ -107,3 +116,15 @@ def test_other_settings_keep_the_float_path():
     cv = cv2_resize(cv2_resize(x, 20, 20), 112, 112)
     assert differing(resize_down_up(x, 20, quantize_lr=False), cv) > 0
     assert differing(resize_down_up(x, 20, rounding="truncate"), cv) > 0
+
+
+def test_the_cv2_shortcut_and_the_torch_arithmetic_give_the_same_bytes(monkeypatch):
+    images = torch.cat([noise(3), faces(3)])
+    sizes = torch.tensor([7, 14, 16, 21, 45, 100])
+    monkeypatch.undo()  # the shortcut back on (cv2 is installed here)
+    assert resize_module._opencv() is not None
+    by_cv2 = resize_down_up(images, sizes)
+    grey = _bilinear_cv2(images[:2, :1], (20, 33))  # one channel: cv2 returns (h, w) for it
+    monkeypatch.setattr(resize_module, "_opencv", lambda: None)
+    assert differing(resize_down_up(images, sizes), by_cv2) == 0
+    assert differing(_bilinear_cv2(images[:2, :1], (20, 33)), grey) == 0
