@@ -44,6 +44,14 @@ what torchvision's ``Resize`` does to a PIL image) are those of :func:`lrfr_plug
 The similarity is never held whole (3,728 x 157,871): probes are scored in blocks against gallery chunks, keeping
 per probe only the counts of non-mates above each mate (float32; ``block`` x ``chunk`` scores at a time).
 
+**Memory** is bounded for the full 157,871 images: images are read, decoded, resized and embedded ``batch_size`` at
+a time (:func:`lrfr_plugins.ops.batches.embed_batches`; at most ``batch_size`` decoded images exist at once, never
+the 5.9 GB of all of them), and only the L2-normalised embeddings are kept, in one preallocated array: float32
+(157,871 x 512 = 323 MB), or float16 when probes + gallery x D float32 would exceed ``embedding_budget_mb``
+(recorded: ``settings["embedding_dtype"]``; scores are computed in float32 either way). Progress (``progress``):
+one bar per phase, ``tinyface: embed probes``, ``tinyface: embed gallery`` (Gallery_Match + distractors, in
+images) and ``tinyface: score`` (in probes).
+
 **Published numbers to compare with** (rank-1 / rank-5 in %, AdaFace README "Low Quality Scenario" table, the
 CVPR 2022 paper's TinyFace columns): AdaFace R100 WebFace12M 72.29 / 74.97, WebFace4M 72.02 / 74.52, MS1MV2
 68.21 / 71.54; CurricularFace R100 MS1MV2 63.68 / 67.65. Those were measured on AdaFace's MTCNN-aligned 112 x 112
@@ -69,6 +77,7 @@ from ...formats.recordio import decode_image
 from ...metrics.identification import cmc, rank_k_accuracy
 from ...metrics.retrieval import average_precision
 from ...metrics.verification import thin_curve
+from ...ops.batches import DEFAULT_BUDGET_MB, embed_batches, embedding_dtype
 from ...ops.resize import Mode, pad_to_square, resize_to
 
 log = logging.getLogger("lrfr")
@@ -114,6 +123,8 @@ class TinyFaceParams:
     batch_size: int = param(512, "images decoded and handed to the embedder at a time", ge=1)
     block: int = param(256, "probes scored at a time", ge=1)
     chunk: int = param(16384, "gallery images scored at a time (block x chunk float32 scores in memory)", ge=1)
+    embedding_budget_mb: float = param(DEFAULT_BUDGET_MB, "memory for the embeddings (MiB): float32 if probes + "
+                                                          "gallery fit it, else float16", gt=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -297,41 +308,27 @@ def _load_batch(paths: list[pathlib.Path], p: TinyFaceParams) -> tuple[torch.Ten
     return out, resized
 
 
-def _call(embed: Embedder, batch: torch.Tensor) -> np.ndarray:
-    emb = np.asarray(embed(batch), dtype=np.float32)
-    if emb.ndim != 2 or emb.shape[0] != batch.shape[0]:
-        raise ValueError(f"the embedder returned shape {emb.shape} for {batch.shape[0]} images; expected (images, dim)")
-    return emb
-
-
-def _normalise(emb: np.ndarray, what: str) -> np.ndarray:
-    if not np.all(np.isfinite(emb)):
-        raise ValueError(f"the embedder returned NaN/inf for {what}")
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError(f"the embedder returned a zero embedding for {what}; it has no direction to compare")
-    return (emb / norms).astype(np.float32)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Scoring
 # ---------------------------------------------------------------------------------------------------------------------
 
 def mate_positions(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray,
                    distractors: np.ndarray, *, ties: str = "pessimistic", block: int = 256,
-                   chunk: int = 16384) -> list[np.ndarray]:
+                   chunk: int = 16384, progress: bool = False) -> list[np.ndarray]:
     """Per probe, the 1-based positions of all its mate images in its ranked gallery (match + distractors).
 
     Embeddings must be L2-normalised float32 (cosine = dot product). Mate i (in descending score) sits at position
     i + 1 + (non-mates scoring above it); ``pessimistic`` counts non-mates with an equal score as above. Scores are
-    computed ``block`` probes x ``chunk`` gallery images at a time; only per-mate counts are kept.
+    computed ``block`` probes x ``chunk`` gallery images at a time; only per-mate counts are kept. ``gallery`` /
+    ``distractors`` may be float16 (converted to float32 a chunk at a time); ``progress``: a bar over the probes.
     """
     if ties not in ("pessimistic", "optimistic"):
         raise ValueError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
     g = torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32))
-    d = torch.from_numpy(np.ascontiguousarray(distractors, dtype=np.float32)).reshape(-1, g.shape[1])
+    d = np.asarray(distractors).reshape(-1, g.shape[1])
     gids = torch.from_numpy(np.asarray(gallery_ids, dtype=np.int64))
     out: list[np.ndarray] = []
+    bar = tqdm(total=probe.shape[0], desc="tinyface: score", unit="probe", disable=not progress, dynamic_ncols=True)
     for start in range(0, probe.shape[0], block):
         pb = torch.from_numpy(np.ascontiguousarray(probe[start:start + block], dtype=np.float32))
         pid = torch.from_numpy(np.asarray(probe_ids[start:start + block], dtype=np.int64))
@@ -345,7 +342,10 @@ def mate_positions(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray
         right = ties == "optimistic"  # optimistic: count only strictly greater
         for source, masked in ((g, True), (d, False)):
             for c in range(0, source.shape[0], chunk):
-                s = pb @ source[c:c + chunk].T
+                part = source[c:c + chunk]
+                if not masked:
+                    part = torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
+                s = pb @ part.T
                 if masked:
                     s = s.masked_fill(mate[:, c:c + chunk], float("-inf"))
                 s = s.sort(dim=1).values.contiguous()
@@ -353,6 +353,8 @@ def mate_positions(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray
         for row in range(pb.shape[0]):
             k = int(n_mates[row])
             out.append((np.arange(1, k + 1) + above[row, :k].numpy()).astype(np.int64))
+        bar.update(pb.shape[0])
+    bar.close()
     return out
 
 
@@ -378,20 +380,19 @@ class TinyFace(Protocol):
             raise DataError(f"TinyFace test split incomplete, missing: {', '.join(missing)}. Restore them from "
                             f"{RELEASE} (tinyface/{TESTING_SET}/).")
 
-    def _embed(self, embed: Embedder, paths: list[pathlib.Path], what: str, progress: bool) -> np.ndarray:
+    def _embed(self, embed: Embedder, paths: list[pathlib.Path], what: str, progress: bool,
+               dtype: Any = None) -> np.ndarray:
+        """L2-normalised embeddings of ``paths``, ``batch_size`` images decoded at a time (ops.batches)."""
         p = self.params
-        chunks = []
-        for start in tqdm(range(0, len(paths), p.batch_size), desc=f"eval tinyface {what}", unit="batch",
-                          disable=not progress):
-            batch, resized = _load_batch(paths[start:start + p.batch_size], p)
+
+        def load(chunk: list[pathlib.Path]) -> torch.Tensor:
+            batch, resized = _load_batch(chunk, p)
             self._resized += resized
-            emb = _call(embed, batch)
-            if p.flip == "sum":
-                emb = emb + _call(embed, batch.flip(-1))
-            chunks.append(emb)
-        if not chunks:
-            return np.zeros((0, 0), np.float32)
-        return _normalise(np.concatenate(chunks), what)
+            return batch
+
+        return embed_batches(paths, load, embed, batch_size=p.batch_size, flip_sum=p.flip == "sum", normalise=True,
+                             budget_mb=p.embedding_budget_mb, dtype=dtype, desc=f"tinyface: embed {what}",
+                             progress=progress, what=what)
 
     def evaluate(self, embed: Embedder, *, progress: bool = True) -> ProtocolResult:
         p = self.params
@@ -406,15 +407,18 @@ class TinyFace(Protocol):
             log.warning("tinyface: %s; the numbers are not comparable with published TinyFace results", text)
         self._resized = 0
         probe = self._embed(embed, data.probes, "probes", progress)
-        gallery = self._embed(embed, data.gallery, "gallery", progress)
-        distractors = self._embed(embed, data.distractors, "distractors", progress)
-        if distractors.size == 0:
-            distractors = np.zeros((0, probe.shape[1]), np.float32)
-        if gallery.shape[1] != probe.shape[1] or distractors.shape[1] != probe.shape[1]:
+        n_match = len(data.gallery)
+        n_images = len(data.probes) + n_match + len(data.distractors)
+        dtype = embedding_dtype(n_images, probe.shape[1], p.embedding_budget_mb)
+        # Gallery_Match + distractors in one preallocated array (one phase); views split it without a copy
+        both = self._embed(embed, data.gallery + data.distractors, "gallery", progress, dtype=dtype)
+        if both.shape[1] != probe.shape[1]:
             raise ValueError("the embedder returned embeddings of different dimensions for probes and gallery")
+        gallery, distractors = both[:n_match], both[n_match:]
+
 
         positions = mate_positions(probe, data.probe_ids, gallery, data.gallery_ids, distractors, ties=p.ties,
-                                   block=p.block, chunk=p.chunk)
+                                   block=p.block, chunk=p.chunk, progress=progress)
         ranks = np.array([pos[0] for pos in positions], dtype=np.int64)
         ap = average_precision(positions, rule=p.ap_rule)
         n_total = counts["n_gallery"] + counts["n_distractors"]
@@ -457,6 +461,9 @@ class TinyFace(Protocol):
             "flip": ("sum: embedding of the image + embedding of its mirror, then L2-normalised" if p.flip == "sum"
                      else "none"),
             "input": "uint8 RGB (N, 3, 112, 112)",
+            "embedding_dtype": f"{np.dtype(dtype).name} (probes + gallery {n_images} x {probe.shape[1]} float32 = "
+                               f"{n_images * probe.shape[1] * 4 / 2 ** 20:.0f} MiB against embedding_budget_mb "
+                               f"{p.embedding_budget_mb:g}); images decoded {p.batch_size} at a time",
             "cmc_max_rank": max_rank,
             "compare_with": "AdaFace README / CVPR 2022 TinyFace rank-1 / rank-5 (%): R100 WebFace12M 72.29 / "
                             "74.97, WebFace4M 72.02 / 74.52, MS1MV2 68.21 / 71.54 - measured on AdaFace's "
