@@ -1,6 +1,6 @@
 """The README's main job, exactly as a user runs it: `lrfr run recipes/demo.yaml`.
 
-This is the slowest test (about 4 minutes on 2 cores). It pins the issue's promise: accuracy on held-out
+This is the slowest test (about 3 minutes on 2 cores). It pins the issue's promise: accuracy on held-out
 synthetic identities is clearly above chance at 112 px and falls as resolution falls, and the run produces an
 ONNX model and a results table.
 """
