@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from ...api import Embedder, Protocol, ProtocolResult, param
 from ...errors import DataError
+from ...formats.matlab import cell_name
 from ...formats.recordio import decode_image
 from ...metrics.verification import (
     FoldResult,
@@ -60,6 +61,7 @@ from ...metrics.verification import (
 from ...metrics.identification import open_set_identification, similarity_matrix, subject_templates
 from ...ops.resize import Mode, pad_to_square, resize_to
 
+RELEASE = "QMUL-SurvFace-v1.zip"
 TEST_SET = "Face_Verification_Test_Set"
 IMAGES = "verification_images"
 POSITIVE = "positive_pairs_names"
@@ -127,22 +129,6 @@ def resolve_test_set(root: str | pathlib.Path) -> pathlib.Path:
                     f"or to its {TEST_SET} folder.")
 
 
-def _cell_name(cell: Any, where: str) -> str:
-    """One file name from a cell: a str (``squeeze_me=True``) or a 1-element string array (``squeeze_me=False``)."""
-    x = cell
-    while isinstance(x, np.ndarray):
-        if x.size != 1:
-            raise DataError(f"{where}: expected one file name, got an array of shape {x.shape} "
-                            f"({x.reshape(-1)[:3].tolist()!r}...). The pair file must be a cell array of strings.")
-        x = x.reshape(-1)[0]
-    if isinstance(x, bytes):
-        x = x.decode("utf-8", "replace")
-    if not isinstance(x, str) or not x.strip():
-        raise DataError(f"{where}: expected a file name, got {type(x).__name__} {x!r}. The pair file must be a cell "
-                        "array of non-empty strings (restore it from QMUL-SurvFace-v1.zip).")
-    return str(x).strip()
-
-
 def person_id(name: str) -> str:
     """The global person id: the file name's prefix before the first underscore (``<pid>_<cam>_<n>.jpg``)."""
     return pathlib.PurePath(name).name.split("_", 1)[0]
@@ -187,7 +173,7 @@ def read_pairs(mat_path: str | pathlib.Path, key: str, *, same: bool | None = No
     pairs = []
     for row in range(arr.shape[0]):
         where = f"{path} {key} row {row + 1}"
-        a, b = _cell_name(arr[row, 0], where), _cell_name(arr[row, 1], where)
+        a, b = cell_name(arr[row, 0], where, RELEASE), cell_name(arr[row, 1], where, RELEASE)
         if same is not None and (person_id(a) == person_id(b)) != same:
             kind, rule = ("positive", "share") if same else ("negative", "must not share")
             raise DataError(f"{where} (1-based): {kind} pair ({a!r}, {b!r}) has person ids {person_id(a)!r} and "
@@ -303,7 +289,7 @@ def read_id_list(mat_path: str | pathlib.Path, names_key: str, ids_key: str) -> 
     if ids_arr.dtype.kind not in "iuf" or not np.all(np.isfinite(ids_arr.astype(np.float64))) \
             or np.any(ids_arr != np.round(ids_arr)):
         raise DataError(f"{path}: {ids_key} must hold whole-number identity ids, got dtype {ids_arr.dtype}.")
-    names = [_cell_name(c, f"{path} {names_key} entry {i + 1}") for i, c in enumerate(names_arr)]
+    names = [cell_name(c, f"{path} {names_key} entry {i + 1}", RELEASE) for i, c in enumerate(names_arr)]
     return names, ids_arr.astype(np.int64)
 
 

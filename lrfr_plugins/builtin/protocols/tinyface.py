@@ -73,6 +73,7 @@ from tqdm.auto import tqdm
 
 from ...api import Embedder, Protocol, ProtocolResult, param
 from ...errors import DataError
+from ...formats.matlab import cell_name
 from ...formats.recordio import decode_image
 from ...metrics.identification import cmc, rank_k_accuracy
 from ...metrics.retrieval import average_precision
@@ -145,21 +146,6 @@ def resolve_testing_set(root: str | pathlib.Path) -> pathlib.Path:
                     f"tinyface/{TESTING_SET} folder of {RELEASE}.")
 
 
-def _name(cell: Any, where: str) -> str:
-    x = cell
-    while isinstance(x, np.ndarray):
-        if x.size != 1:
-            raise DataError(f"{where}: expected one file name, got an array of shape {x.shape}. The list must be a "
-                            f"cell array of strings (restore the file from {RELEASE}).")
-        x = x.reshape(-1)[0]
-    if isinstance(x, bytes):
-        x = x.decode("utf-8", "replace")
-    if not isinstance(x, str) or not x.strip():
-        raise DataError(f"{where}: expected a file name, got {type(x).__name__} {x!r} (restore the file from "
-                        f"{RELEASE}).")
-    return x.strip()
-
-
 def read_list(mat_path: pathlib.Path, keys: tuple[str, str]) -> tuple[list[str], np.ndarray]:
     """File names and integer ids, in file order, from a TinyFace ``*_img_ID_pairs.mat``; DataError on problems."""
     try:
@@ -187,7 +173,7 @@ def read_list(mat_path: pathlib.Path, keys: tuple[str, str]) -> tuple[list[str],
                         "same non-zero number.")
     if ids.dtype.kind not in "iuf" or not np.all(np.isfinite(ids)) or np.any(ids != np.round(ids)):
         raise DataError(f"{mat_path}: {ids_key} must hold whole numbers (identities), got dtype {ids.dtype}.")
-    names = [_name(c, f"{mat_path} {names_key} entry {i + 1}") for i, c in enumerate(cells)]
+    names = [cell_name(c, f"{mat_path} {names_key} entry {i + 1}", RELEASE) for i, c in enumerate(cells)]
     return names, ids.astype(np.int64)
 
 
