@@ -456,7 +456,7 @@ def test_data_index_removes_temp_files_of_an_interrupted_index(pack):
 
 
 def test_kill_9_during_a_real_pack_leaves_only_its_temp_files_which_the_next_pack_removes(tmp_path):
-    src = make_faces(tmp_path / "faces", identities=20, per_identity=20, size=100)  # 400 images, each resized
+    src = make_faces(tmp_path / "faces", identities=30, per_identity=40, size=100)  # 1,200 images: seconds of work
     dst = tmp_path / "packed"
     child = subprocess.Popen([sys.executable, "-m", "lrfr_plugins.cli", "data", "pack", str(src), str(dst),
                               "--no-progress"], cwd=ROOT, env={**os.environ, "LRFR_LOAD_PLUGINS": ""},
@@ -466,7 +466,7 @@ def test_kill_9_during_a_real_pack_leaves_only_its_temp_files_which_the_next_pac
         while not (dst.is_dir() and any(p.name.startswith(".train.rec.") for p in dst.iterdir())):
             assert child.poll() is None and time.monotonic() < deadline, "the pack ended before it wrote anything"
             time.sleep(0.02)
-        time.sleep(0.5)  # some images into train.rec
+        time.sleep(0.1)  # some images into train.rec, well before the pack's end
         assert child.poll() is None, "the pack finished before it could be killed; give it more images"
     finally:
         child.kill()  # SIGKILL: no clean-up runs
@@ -477,7 +477,7 @@ def test_kill_9_during_a_real_pack_leaves_only_its_temp_files_which_the_next_pac
     assert (dst / left[1]).stat().st_size > 0
 
     summary = pack_image_folder(src, dst)
-    assert sorted(summary.removed_temps) == left and summary.images == 400
+    assert sorted(summary.removed_temps) == left and summary.images == 1200
     assert sorted(p.name for p in dst.iterdir()) == ["property", "train.idx", "train.rec"]
 
 
