@@ -463,10 +463,10 @@ def test_kill_9_during_a_real_pack_leaves_only_its_temp_files_which_the_next_pac
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not (dst.is_dir() and any(p.name.startswith(".train.rec.") for p in dst.iterdir())):
+        while not (dst.is_dir() and any(p.name.startswith(".train.rec.") and p.stat().st_size > 0
+                                        for p in dst.iterdir())):  # killed as soon as images reach train.rec
             assert child.poll() is None and time.monotonic() < deadline, "the pack ended before it wrote anything"
             time.sleep(0.02)
-        time.sleep(0.1)  # some images into train.rec, well before the pack's end
         assert child.poll() is None, "the pack finished before it could be killed; give it more images"
     finally:
         child.kill()  # SIGKILL: no clean-up runs
