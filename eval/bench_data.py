@@ -165,7 +165,8 @@ def our_batches(loader, seed: int):
 
     trainer = types.SimpleNamespace(
         parts=types.SimpleNamespace(degradations=[create("degradation", "cross-resolution")], quality=None),
-        config=types.SimpleNamespace(hflip=0.5), generator=torch.Generator().manual_seed(seed), device=DEVICE)
+        config=types.SimpleNamespace(hflip=0.5), generator=torch.Generator().manual_seed(seed), device=DEVICE,
+        quality=None)  # the estimator Trainer._prepare reads (none: the demo-style batches compute no quality)
     for images, labels, _indices, _skipped in loader:
         images, labels, _lr_mask, _quality = Trainer._prepare(trainer, images, labels)
         yield to_network_input(images), labels
