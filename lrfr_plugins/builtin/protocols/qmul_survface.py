@@ -114,19 +114,23 @@ class QMULSurvFaceParams:
 # Loading
 # ---------------------------------------------------------------------------------------------------------------------
 
-def resolve_test_set(root: str | pathlib.Path) -> pathlib.Path:
-    """The Face_Verification_Test_Set folder, given it or the QMUL-SurvFace folder above it; DataError otherwise."""
+def _resolve_part(root: str | pathlib.Path, part: str, markers: tuple[str, ...]) -> pathlib.Path:
+    """The release's ``part`` folder, given it (it holds one of ``markers``) or the QMUL-SurvFace folder above it."""
     base = pathlib.Path(root).expanduser()
     if not base.is_dir():
         raise DataError(f"{base}: folder not found. Set root to the unzipped QMUL-SurvFace folder (from "
-                        f"QMUL-SurvFace-v1.zip) or to its {TEST_SET} folder.")
-    if (base / TEST_SET).is_dir():
-        return base / TEST_SET
-    if any((base / name).exists() for name in (f"{POSITIVE}.mat", f"{NEGATIVE}.mat", IMAGES)):
+                        f"{RELEASE}) or to its {part} folder.")
+    if (base / part).is_dir():
+        return base / part
+    if any((base / name).exists() for name in markers):
         return base
-    raise DataError(f"{base}: neither a QMUL-SurvFace folder (no {TEST_SET}/ inside) nor a {TEST_SET} folder (no "
-                    f"{POSITIVE}.mat, {NEGATIVE}.mat or {IMAGES}/). Set root to the unzipped QMUL-SurvFace folder "
-                    f"or to its {TEST_SET} folder.")
+    raise DataError(f"{base}: neither a QMUL-SurvFace folder (no {part}/ inside) nor a {part} folder (no "
+                    f"{', '.join(markers)}). Set root to the unzipped QMUL-SurvFace folder or to its {part} folder.")
+
+
+def resolve_test_set(root: str | pathlib.Path) -> pathlib.Path:
+    """The Face_Verification_Test_Set folder, given it or the QMUL-SurvFace folder above it; DataError otherwise."""
+    return _resolve_part(root, TEST_SET, (f"{POSITIVE}.mat", f"{NEGATIVE}.mat", f"{IMAGES}/"))
 
 
 def person_id(name: str) -> str:
@@ -237,17 +241,8 @@ class SurvFaceIdentification:
 
 def resolve_id_set(root: str | pathlib.Path) -> pathlib.Path:
     """The Face_Identification_Test_Set folder, given it or the QMUL-SurvFace folder above it; DataError otherwise."""
-    base = pathlib.Path(root).expanduser()
-    if not base.is_dir():
-        raise DataError(f"{base}: folder not found. Set root to the unzipped QMUL-SurvFace folder (from "
-                        f"QMUL-SurvFace-v1.zip) or to its {ID_SET} folder.")
-    if (base / ID_SET).is_dir():
-        return base / ID_SET
-    if any((base / name).exists() for name in (GALLERY, MATED, UNMATED, f"{GALLERY_MAT}.mat", f"{MATED_MAT}.mat")):
-        return base
-    raise DataError(f"{base}: neither a QMUL-SurvFace folder (no {ID_SET}/ inside) nor a {ID_SET} folder (no "
-                    f"{GALLERY}/, {MATED}/, {UNMATED}/ or {GALLERY_MAT}.mat). Set root to the unzipped QMUL-SurvFace "
-                    f"folder or to its {ID_SET} folder.")
+    return _resolve_part(root, ID_SET, (f"{GALLERY}/", f"{MATED}/", f"{UNMATED}/", f"{GALLERY_MAT}.mat",
+                                        f"{MATED_MAT}.mat"))
 
 
 def _id_mat(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
