@@ -22,7 +22,7 @@ import torch
 
 import lrfr_plugins
 from lrfr_plugins.engine.trainer import TrainComponents, Trainer
-from lrfr_plugins.recipe import OptimizerConfig, TrainConfig
+from lrfr_plugins.engine.config import OptimizerConfig, TrainConfig
 
 GFLOPS_FORWARD = {"iresnet50": 6.3}
 

@@ -10,7 +10,8 @@ import torch
 from lrfr_plugins.engine.samplers import ShuffledBatchSampler
 from lrfr_plugins.engine.trainer import lr_factor
 from lrfr_plugins.errors import DataError
-from lrfr_plugins.recipe import TrainConfig, load_recipe
+from lrfr_plugins.engine.config import TrainConfig
+from lrfr_plugins.recipe import load_recipe
 from lrfr_plugins.runner import execute, prepare_run_dir
 
 RECIPE = """

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..errors import LrfrError
 from ..ops.preprocess import to_network_input
 from ..ops.resize import put_rows_
-from ..recipe import OptimizerConfig, TrainConfig
+from .config import OptimizerConfig, TrainConfig
 from .checkpoint import save_checkpoint
 from . import distributed as D
 from .partial_fc import PartialFC

@@ -46,7 +46,7 @@ from ...engine.trainer import build_optimizer, collate_readable, hflip, lr_facto
 from ...errors import LrfrError
 from ...ops.preprocess import to_network_input
 from ...ops.resize import resize_down_up
-from ...recipe import OptimizerConfig, TrainConfig
+from ...engine.config import OptimizerConfig, TrainConfig
 from ..degradations.cross_resolution import PRESETS, CrossResolution, CrossResolutionParams, Preset
 
 
