@@ -52,7 +52,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from lrfr_plugins import get_registry
-from lrfr_plugins.engine.checkpoint import atomic_write_text
+from lrfr_plugins.atomic import atomic_write_text
 from lrfr_plugins.plots import plot_gain_series
 from lrfr_plugins.recipe import load_recipe_data
 from lrfr_plugins.report import FORMATS, Row, load_runs, make_report

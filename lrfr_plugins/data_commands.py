@@ -369,7 +369,7 @@ def index_command(rec: pathlib.Path, idx_path: pathlib.Path | None, progress: bo
     \b
       lrfr data index faces_webface_112x112/train.rec
     """
-    from .engine.checkpoint import remove_stale_temp_files
+    from .atomic import remove_stale_temp_files
     from .formats.recordio import rebuild_index
 
     if rec.is_dir():

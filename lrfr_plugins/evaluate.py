@@ -10,7 +10,7 @@ import json
 import pathlib
 from typing import Any
 
-from .engine.checkpoint import atomic_write_text
+from .atomic import atomic_write_text
 from .engine.models import LoadedModel, load_model
 from .errors import RecipeError
 from .recipe import parse_set

@@ -9,7 +9,7 @@ import pathlib
 import re
 from typing import Any, Sequence
 
-from .engine.checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 #: (label, [(size_px, accuracy, spread), ...]) for one line of an accuracy-vs-resolution plot.
 Series = tuple[str, list[tuple[int, float, float]]]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine.checkpoint import atomic_write_text
+from .atomic import atomic_write_text
 from .errors import RunDirError
 from .plots import plot_curve_panels, plot_resolution_series, resolution_points
 

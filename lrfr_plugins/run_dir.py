@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from .engine.checkpoint import remove_stale_temp_files
+from .atomic import remove_stale_temp_files
 from .errors import RunDirError
 
 #: What ``lrfr run`` writes into a run directory (names or glob patterns); nothing else is ever removed from it.

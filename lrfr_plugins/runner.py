@@ -21,8 +21,9 @@ import torch
 
 from . import __version__
 from .api import FinetuneContext
+from .atomic import atomic_write_text
 from .engine import distributed as D
-from .engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .engine.checkpoint import load_checkpoint, save_checkpoint
 from .engine.embed import make_embedder
 from .engine.trainer import TrainComponents, Trainer, checkpoint_name
 from .errors import DataError, LrfrError, RunDirError

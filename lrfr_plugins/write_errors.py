@@ -1,6 +1,6 @@
 """Writes that fail (full disk, quota, read-only or forbidden folder) as one-line errors the user can act on.
 
-One place words them all: the atomic-write helpers (:mod:`lrfr_plugins.engine.checkpoint`), the RecordIO writer and
+One place words them all: the atomic-write helpers (:mod:`lrfr_plugins.atomic`), the RecordIO writer and
 ``save_checkpoint`` raise :class:`~lrfr_plugins.errors.WriteError` through :func:`writing`; the CLI
 (``LrfrGroup.invoke``) words any other ``OSError`` of writing with :func:`message` too. A ``WriteError`` is still an
 ``OSError`` (same ``errno`` and ``filename``), so code that catches ``OSError`` keeps working.

@@ -186,7 +186,7 @@ def dead_pid():
 
 
 def test_resume_after_a_kill_mid_write_drops_the_cut_log_line_and_the_dead_writers_temp_file(tmp_path, old_run):
-    from lrfr_plugins.engine.checkpoint import temp_prefix
+    from lrfr_plugins.atomic import temp_prefix
 
     with open(old_run / "metrics.jsonl", "a") as fh:
         fh.write('{"step": 9, "loss": 1.2')  # the append a kill -9 cut short

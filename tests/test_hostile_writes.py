@@ -29,9 +29,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import ROOT
+from lrfr_plugins import atomic
 from lrfr_plugins.cli import main
-from lrfr_plugins.engine import checkpoint
-from lrfr_plugins.engine.checkpoint import atomic_write_text, save_checkpoint
+from lrfr_plugins.atomic import atomic_write_text
+from lrfr_plugins.engine.checkpoint import save_checkpoint
 from lrfr_plugins.errors import DataError, LrfrError, WriteError
 from lrfr_plugins.formats.packing import pack_image_folder
 from lrfr_plugins.formats.recordio import RecordReader, TrainingSet
@@ -429,7 +430,7 @@ def _dead_pid() -> int:
 def test_a_pack_removes_temp_files_left_by_a_killed_pack_and_keeps_other_hidden_files(tmp_path, faces):
     dst = tmp_path / "packed"
     dst.mkdir()
-    dead, host = _dead_pid(), checkpoint._host()
+    dead, host = _dead_pid(), atomic._host()
     leftovers = [f".{name}.lrfr-tmp-{host}-{dead}-k{i}ll9xyz" for i, name in enumerate(("train.rec", "train.idx",
                                                                                         "property"))]
     others = [".train.rec.backup", ".hidden", "train.rec.lrfr-tmp-notes.txt",  # the user's files
@@ -447,7 +448,7 @@ def test_a_pack_removes_temp_files_left_by_a_killed_pack_and_keeps_other_hidden_
 
 
 def test_data_index_removes_temp_files_of_an_interrupted_index(pack):
-    stale = pack / f".train.idx.lrfr-tmp-{checkpoint._host()}-{_dead_pid()}-abcd1234"
+    stale = pack / f".train.idx.lrfr-tmp-{atomic._host()}-{_dead_pid()}-abcd1234"
     stale.write_text("0\t0\n")
     result = lrfr("data", "index", pack / "train.rec", "--no-progress")
     assert result.exit_code == 0, result.output
@@ -473,7 +474,7 @@ def test_kill_9_during_a_real_pack_leaves_only_its_temp_files_which_the_next_pac
         child.wait()
     left = sorted(p.name for p in dst.iterdir())
     assert [name.split(".lrfr-tmp-")[0] for name in left] == [".train.idx", ".train.rec"], left
-    assert all(f".lrfr-tmp-{checkpoint._host()}-{child.pid}-" in name for name in left)
+    assert all(f".lrfr-tmp-{atomic._host()}-{child.pid}-" in name for name in left)
     assert (dst / left[1]).stat().st_size > 0
 
     summary = pack_image_folder(src, dst)
@@ -483,7 +484,7 @@ def test_kill_9_during_a_real_pack_leaves_only_its_temp_files_which_the_next_pac
 
 def test_atomically_written_files_keep_the_mode_a_plain_write_would_give(tmp_path):
     """mkstemp makes its file owner-only; a pack, checkpoint or model.onnx others should read must not stay so."""
-    from lrfr_plugins.engine.checkpoint import atomic_write_text
+    from lrfr_plugins.atomic import atomic_write_text
 
     umask = os.umask(0o022)
     try:

@@ -61,7 +61,7 @@ def test_resume_after_an_interrupted_epoch_equals_an_uninterrupted_run(tmp_path,
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    from lrfr_plugins.engine.checkpoint import atomic_path, atomic_write_text
+    from lrfr_plugins.atomic import atomic_path, atomic_write_text
 
     target = tmp_path / "metrics.json"
     atomic_write_text(target, "old")

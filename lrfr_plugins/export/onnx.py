@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import LrfrError
-from ..engine.checkpoint import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 INPUT_NAME = "input.1"
 OUTPUT_NAME = "embedding"

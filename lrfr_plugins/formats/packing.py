@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..atomic import remove_stale_temp_files
 from ..errors import DataError
 from .image_folder import scan_image_folder
 from .recordio import IRHeader, RecordWriter, encode_image, pack, write_property
@@ -133,8 +134,6 @@ def pack_image_folder(src: str | os.PathLike, dst: str | os.PathLike, *, list_fi
                         "the float32 key ranges of the face2rec2 layout stop being exact. Split the folder.")
 
     from tqdm.auto import tqdm
-
-    from ..engine.checkpoint import remove_stale_temp_files  # imports torch: only once there is something to write
 
     start_time = time.perf_counter()
     summary = PackSummary(dst=dst, images=0, identities=num_ids)

@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..atomic import atomic_path, atomic_write_text
 from ..errors import DataError
 from ..write_errors import writing
 
@@ -58,14 +59,6 @@ _CFLAG_NAMES = {0: "whole record", 1: "first part", 2: "middle part", 3: "last p
 # ---------------------------------------------------------------------------------------------------------------------
 # Record framing
 # ---------------------------------------------------------------------------------------------------------------------
-
-def _atomic():
-    """The project's atomic-write helpers (``engine.checkpoint``), imported late: that module imports torch, and
-    reading a dataset should not."""
-    from ..engine import checkpoint
-
-    return checkpoint
-
 
 def _pad4(n: int) -> int:
     return (n + 3) & ~3
@@ -400,7 +393,7 @@ def rebuild_index(rec_path: PathLike, idx_path: PathLike | None = None, *, progr
     rec_path = pathlib.Path(rec_path)
     idx_path = pathlib.Path(idx_path) if idx_path is not None else rec_path.with_suffix(".idx")
     keys, offsets, _ = scan_index(rec_path, progress=progress)
-    _atomic().atomic_write_text(idx_path, "".join(f"{k}\t{o}\n" for k, o in zip(keys, offsets)))
+    atomic_write_text(idx_path, "".join(f"{k}\t{o}\n" for k, o in zip(keys, offsets)))
     return len(offsets)
 
 
@@ -421,7 +414,6 @@ class RecordWriter:
         if self.idx_path.resolve() == self.rec_path.resolve():
             raise ValueError(f"the index path must differ from the record path ({self.rec_path})")
         self._stack = contextlib.ExitStack()
-        atomic_path = _atomic().atomic_path
         tmp_rec = self._stack.enter_context(atomic_path(self.rec_path))
         tmp_idx = self._stack.enter_context(atomic_path(self.idx_path))
         self._rec: BinaryIO = open(tmp_rec, "wb")
@@ -715,7 +707,7 @@ def read_property(path: PathLike) -> tuple[int, int, int]:
 
 def write_property(path: PathLike, num_classes: int, height: int = 112, width: int = 112) -> None:
     """Write a ``property`` file (``num_classes,height,width``) atomically."""
-    _atomic().atomic_write_text(pathlib.Path(path), f"{int(num_classes)},{int(height)},{int(width)}\n")
+    atomic_write_text(pathlib.Path(path), f"{int(num_classes)},{int(height)},{int(width)}\n")
 
 
 def _as_key(value: float, where: str, what: str) -> int:

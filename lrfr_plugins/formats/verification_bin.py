@@ -39,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import DataError
-from .recordio import _atomic, decode_image
+from .recordio import decode_image
 
 PathLike = str | os.PathLike
 
@@ -429,4 +430,4 @@ def write_verification_bin(path: PathLike, bins: Sequence[bytes] | Iterable[byte
         if id(blob) in seen:  # pickle would write a memo reference, which the loader refuses: store a copy
             clean_bins[i] = blob = bytes(memoryview(blob))
         seen.add(id(blob))
-    _atomic().atomic_write_bytes(path, pickle.dumps((clean_bins, clean_same), protocol=4))
+    atomic_write_bytes(path, pickle.dumps((clean_bins, clean_same), protocol=4))
