@@ -59,7 +59,8 @@ def build_pack(root: pathlib.Path, identities: int, per_identity: int) -> dict:
     pack that already holds the requested number of images."""
     from lrfr_plugins import create
     from lrfr_plugins.formats.packing import pack_image_folder
-    from lrfr_plugins.formats.recordio import TrainingSet, encode_image
+    from lrfr_plugins.formats.images import encode_image
+    from lrfr_plugins.formats.recordio import TrainingSet
 
     wanted = identities * per_identity
     if (root / "train.rec").exists() and (root / "property").exists():
@@ -207,7 +208,7 @@ def profile(root: str, batch: int, repeats: int = 5) -> dict:
     threads), median over ``repeats`` random batches. Worker-side stages include the collate."""
     from lrfr_plugins import create
     from lrfr_plugins.engine.trainer import collate_readable, hflip
-    from lrfr_plugins.formats.recordio import decode_image
+    from lrfr_plugins.formats.images import decode_image
     from lrfr_plugins.ops.preprocess import to_network_input
 
     ours = create("dataset", "insightface-rec", root=root)
@@ -273,11 +274,11 @@ def main() -> None:
         parser.error("the pack must hold at least 20,000 images")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from lrfr_plugins.formats import recordio
+    from lrfr_plugins.formats import images
 
     if args.pil:  # what decode_image finds when simplejpeg is not installed (workers fork and inherit it)
-        recordio._SIMPLEJPEG = False
-    fast = recordio._simplejpeg()
+        images._SIMPLEJPEG = False
+    fast = images._simplejpeg()
     decoder = f"simplejpeg {fast.__version__}" if fast else "PIL"
 
     load_before = os.getloadavg()

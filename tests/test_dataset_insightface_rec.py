@@ -106,40 +106,40 @@ def test_fast_jpeg_decoding_gives_pils_pixels(decoder, monkeypatch):
     import numpy as np
     from PIL import Image
 
-    from lrfr_plugins.formats import recordio
+    from lrfr_plugins.formats import images
 
     if decoder == "simplejpeg":
         pytest.importorskip("simplejpeg")
-    monkeypatch.setattr(recordio, "_SIMPLEJPEG", None if decoder == "simplejpeg" else False)
+    monkeypatch.setattr(images, "_SIMPLEJPEG", None if decoder == "simplejpeg" else False)
     noise, cases = _jpegs()
     for k, data in enumerate(cases):
         grey = k == len(cases) - 1
-        assert (recordio._decode_fast(data, None) is None) == (grey and decoder == "pil")
+        assert (images._decode_fast(data, None) is None) == (grey and decoder == "pil")
         slot = np.zeros((2, 112, 112, 3), dtype=np.uint8)[1]
-        got = recordio.decode_image(data, out=slot)
+        got = images.decode_image(data, out=slot)
         assert np.array_equal(got, _pil_rgb(data)) and got.flags.writeable
         assert (got is slot) == (got.shape == (112, 112, 3))
     cmyk, png = io.BytesIO(), io.BytesIO()
     Image.fromarray(noise).convert("CMYK").save(cmyk, format="JPEG")
     Image.fromarray(noise).save(png, format="PNG")
     for other in (cmyk.getvalue(), png.getvalue()):
-        assert recordio._decode_fast(other, None) is None
-        assert np.array_equal(recordio.decode_image(other), _pil_rgb(other))
+        assert images._decode_fast(other, None) is None
+        assert np.array_equal(images.decode_image(other), _pil_rgb(other))
     broken = cases[0][:300] + b"\x00" * 500
-    assert recordio._decode_fast(broken, None) is None and recordio._jpeg_frame(cases[0][:150]) is None
+    assert images._decode_fast(broken, None) is None and images._jpeg_frame(cases[0][:150]) is None
     with pytest.raises(DataError, match="cannot decode"):
-        recordio.decode_image(broken)
+        images.decode_image(broken)
 
 
 def test_items_are_the_same_with_each_jpeg_decoder(monkeypatch, registry):
     """The open path, PIL's decoder on the bytes and (when installed) simplejpeg give the mxnet fixture's items."""
-    from lrfr_plugins.formats import recordio
+    from lrfr_plugins.formats import images
 
     data = registry.create("dataset", "insightface-rec", root=str(FIXTURES / "faces_tiny"))
     default = [data[i][0] for i in range(len(data))]
-    monkeypatch.setattr(recordio, "_decode_fast", lambda data, out: None)  # the open path only
+    monkeypatch.setattr(images, "_decode_fast", lambda data, out: None)  # the open path only
     assert all(torch.equal(data[i][0], default[i]) for i in range(len(data)))
     assert all(torch.equal(a, b[0]) for a, b in zip(default, data.__getitems__(list(range(len(data))))))
     monkeypatch.undo()
-    monkeypatch.setattr(recordio, "_SIMPLEJPEG", False)  # as when the optional package is not installed
+    monkeypatch.setattr(images, "_SIMPLEJPEG", False)  # as when the optional package is not installed
     assert all(torch.equal(a, b[0]) for a, b in zip(default, data.__getitems__(list(range(len(data))))))

@@ -11,7 +11,7 @@ import torch
 from lrfr_plugins.builtin.protocols.pairs import evaluate_pairs
 from lrfr_plugins.builtin.protocols.verification_bin import VerificationBin, VerificationBinParams
 from lrfr_plugins.errors import DataError
-from lrfr_plugins.formats.recordio import encode_image
+from lrfr_plugins.formats.images import encode_image
 from lrfr_plugins.formats.verification_bin import write_verification_bin
 from lrfr_plugins.metrics.verification import insightface_10fold
 from lrfr_plugins.testing import check_protocol

@@ -13,7 +13,7 @@ import torch
 from lrfr_plugins.builtin.protocols.lfw import LFW, LFWParams, parse_pairs
 from lrfr_plugins.builtin.protocols.pairs import evaluate_pairs
 from lrfr_plugins.errors import DataError
-from lrfr_plugins.formats.recordio import encode_image
+from lrfr_plugins.formats.images import encode_image
 from lrfr_plugins.metrics.verification import lozhkina_10fold
 from lrfr_plugins.testing import check_protocol
 

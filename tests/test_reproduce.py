@@ -21,7 +21,7 @@ from test_protocol_qmul_survface import make_fixture as write_qmul
 from test_protocol_scface import make_scface
 
 from lrfr_plugins.formats.packing import pack_image_folder
-from lrfr_plugins.formats.recordio import encode_image
+from lrfr_plugins.formats.images import encode_image
 from lrfr_plugins.synthetic import SyntheticFaceGenerator
 
 SCRIPT = ROOT / "eval" / "reproduce.py"

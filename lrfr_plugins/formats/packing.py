@@ -33,7 +33,8 @@ import numpy as np
 from ..atomic import remove_stale_temp_files
 from ..errors import DataError
 from .image_folder import scan_image_folder
-from .recordio import IRHeader, RecordWriter, encode_image, pack, write_property
+from .images import encode_image
+from .recordio import IRHeader, RecordWriter, pack, write_property
 
 log = logging.getLogger("lrfr")
 

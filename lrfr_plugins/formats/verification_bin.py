@@ -41,7 +41,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..errors import DataError
-from .recordio import decode_image
+from .images import decode_image
 
 PathLike = str | os.PathLike
 

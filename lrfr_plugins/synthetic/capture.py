@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..formats.recordio import decode_image, encode_image
+from ..formats.images import decode_image, encode_image
 from ..ops.resize import resize_to
 
 

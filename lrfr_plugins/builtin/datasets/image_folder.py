@@ -14,7 +14,7 @@ import torch
 from ...api import FaceDataset, param
 from ...errors import DataError
 from ...formats.image_folder import scan_image_folder
-from ...formats.recordio import decode_image
+from ...formats.images import decode_image
 from .faces import FaceTensors, corrupt
 
 

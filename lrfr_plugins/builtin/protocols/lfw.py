@@ -23,7 +23,7 @@ import torch
 
 from ...api import Embedder, Protocol, ProtocolResult, param
 from ...errors import DataError
-from ...formats.recordio import decode_image
+from ...formats.images import decode_image
 from .pairs import PRESET_DOC, PairProtocolParams, Preset, check_pair_labels, evaluate_pairs, stack_images
 
 EXTENSIONS = (".jpg", ".png", ".jpeg")

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from ...api import Embedder, Protocol, ProtocolResult, param
 from ...errors import DataError
 from ...formats.matlab import cell_name
-from ...formats.recordio import decode_image
+from ...formats.images import decode_image
 from ...metrics.verification import (
     FoldResult,
     cosine_scores,

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from ...api import Embedder, Protocol, ProtocolResult, param
 from ...errors import DataError
-from ...formats.recordio import decode_image
+from ...formats.images import decode_image
 from ...metrics.identification import closed_set
 from ...ops.resize import pad_to_square, resize_to
 

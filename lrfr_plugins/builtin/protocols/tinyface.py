@@ -74,7 +74,7 @@ from tqdm.auto import tqdm
 from ...api import Embedder, Protocol, ProtocolResult, param
 from ...errors import DataError
 from ...formats.matlab import cell_name
-from ...formats.recordio import decode_image
+from ...formats.images import decode_image
 from ...metrics.identification import cmc, rank_k_accuracy
 from ...metrics.retrieval import average_precision
 from ...metrics.verification import thin_curve
