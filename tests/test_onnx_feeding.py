@@ -15,9 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from lrfr_plugins.engine.models import load_model
 from lrfr_plugins.errors import LrfrError
-from lrfr_plugins.export.onnx import insightface_skips_normalisation
 from lrfr_plugins.onnx_model.feeding import graph_normalisation, load_onnx, read_feeding, real_inputs
-from lrfr_plugins.ops.preprocess import to_network_input
+from lrfr_plugins.ops.preprocess import insightface_skips_normalisation, to_network_input
 
 D = 4  # embedding size of the test models
 WEIGHT = np.random.default_rng(0).normal(0, 0.05, (D, 3, 8, 8)).astype(np.float32)
@@ -276,7 +275,8 @@ def test_an_lrfr_export_declares_its_feeding_and_the_declaration_wins(tmp_path, 
     Mul/Add ops first (the adapter of an imported model that normalised its own input) is fed as declared."""
     import torch
 
-    from lrfr_plugins.export.onnx import FEEDING_METADATA, export_onnx
+    from lrfr_plugins.export.onnx import export_onnx
+    from lrfr_plugins.ops.preprocess import FEEDING_METADATA
 
     class Rescaled(torch.nn.Module):  # [-1, 1] back to 0..255, then the model's own (x - 127.5) / 128
         def __init__(self):

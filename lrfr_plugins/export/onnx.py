@@ -16,23 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import LrfrError
 from ..atomic import atomic_write_bytes
+from ..errors import LrfrError
+from ..ops.preprocess import FEEDING_METADATA, insightface_skips_normalisation
 
 INPUT_NAME = "input.1"
 OUTPUT_NAME = "embedding"
-#: Metadata every export carries: how the model is fed, declared, so that ``lrfr eval`` need not infer it from the
-#: graph (a backbone imported from an ONNX model that normalised its own input starts with constant Mul/Add ops that
-#: turn our [-1, 1] input back into what it expects; read from the graph alone, they would look like normalisation).
-FEEDING_METADATA = {"lrfr.input_mean": "127.5", "lrfr.input_std": "127.5", "lrfr.channel_order": "RGB"}
-
-
-def insightface_skips_normalisation(model: Any) -> bool:
-    """True when ArcFaceONNX would treat the model as normalising its own input (first 8 nodes Sub* and Mul*)."""
-    names = [node.name for node in model.graph.node[:8]]
-    has_sub = any(n.startswith(("Sub", "_minus")) for n in names)
-    has_mul = any(n.startswith(("Mul", "_mul")) for n in names)
-    return has_sub and has_mul
 
 
 def export_onnx(backbone: torch.nn.Module, path: pathlib.Path, *, opset: int = 17, input_size: int = 112,

@@ -24,12 +24,12 @@ import torch
 from onnx import numpy_helper
 
 from ..errors import LrfrError
-from ..export.onnx import FEEDING_METADATA, insightface_skips_normalisation
+from ..ops.preprocess import FEEDING_METADATA, INPUT_MEAN, INPUT_STD, insightface_skips_normalisation
 
 #: The convention of ``lrfr_plugins.ops.preprocess.to_network_input`` (and of ArcFaceONNX for graphs without
 #: in-graph normalisation); tests/test_onnx_feeding.py checks that the two give the same numbers.
-DEFAULT_MEAN = 127.5
-DEFAULT_STD = 127.5
+DEFAULT_MEAN = INPUT_MEAN
+DEFAULT_STD = INPUT_STD
 INPUT_SIZE = 112
 
 #: Ops that carry the pixels on unchanged in scale (layout, quantisation round trips, channel swaps, padding).
