@@ -4,10 +4,10 @@
 - :func:`to_network_input`: uint8 images to the normalised float input InsightFace networks expect;
 - :func:`margin_logits`: the one margin formula cos(m1*theta + m2) - m3 of the built-in angular heads, with their
   fallbacks past pi ('th_mm', 'psi', 'clip', 'none'), per-row margins and rows labelled -1; a third-party head
-  calls it instead of re-deriving the numerics (defined in ``lrfr_plugins.builtin.heads.margins``).
+  calls it instead of re-deriving the numerics.
 """
 
-from ..builtin.heads.margins import margin_logits
+from .margins import margin_logits
 from .preprocess import to_network_input
 from .resize import resize_down_up
 

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from ...api import Head, param
-from .margins import margin_logits
+from ...ops import margin_logits
 
 Q_FLOOR = 1.0 / 3.0
 

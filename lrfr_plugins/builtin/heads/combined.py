@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 
 from ...api import Head, param
-from .margins import margin_logits
+from ...ops import margin_logits
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from ...api import Head, param
-from .margins import margin_logits
+from ...ops import margin_logits
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 
 from ...api import Head, param
 from ...errors import LrfrWarning
-from .margins import margin_logits
+from ...ops import margin_logits
 
 
 @dataclasses.dataclass(frozen=True)
