@@ -19,7 +19,7 @@ PUBLIC_MODULES = ["lrfr_plugins", "lrfr_plugins.api", "lrfr_plugins.ops", "lrfr_
     ("lrfr_plugins.metrics", "rank_of_true", "lrfr_plugins.metrics.identification"),
     ("lrfr_plugins.ops", "margin_logits", "lrfr_plugins.ops.margins"),
     ("lrfr_plugins.ops", "resize_down_up", "lrfr_plugins.ops.resize"),
-    ("lrfr_plugins.synthetic", "draw_pairs", "lrfr_plugins.builtin.protocols.synthetic"),
+    ("lrfr_plugins.synthetic", "draw_pairs", "lrfr_plugins.synthetic.pairs"),
     ("lrfr_plugins.synthetic", "SyntheticFaceGenerator", "lrfr_plugins.synthetic.faces"),
 ])
 def test_documented_names_are_the_real_functions(public, name, home):

@@ -17,10 +17,9 @@ import torch
 from ...api import Embedder, Protocol, ProtocolResult, param
 from ...metrics.verification import cosine_scores, thin_curve
 from ...ops.resize import pad_to_square, resize_to
-from ...synthetic import SyntheticFaceGenerator
+from ...synthetic import SyntheticFaceGenerator, draw_pairs
 from ...synthetic.capture import CaptureRange, capture
 from .qmul_survface import FOLDS_TEXT, KEY, survface_metrics
-from .synthetic import draw_pairs
 
 SIZE = 112
 
