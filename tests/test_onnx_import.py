@@ -12,11 +12,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from lrfr_plugins.builtin.backbones.iresnet_import import identity_variance
 from lrfr_plugins.errors import LrfrError
 from lrfr_plugins.export.onnx import export_onnx
 from lrfr_plugins.onnx_model import to_torch
 from lrfr_plugins.onnx_model.feeding import load_onnx
-from lrfr_plugins.onnx_model.iresnet_import import identity_variance
 from lrfr_plugins.ops.preprocess import to_network_input
 
 ort = pytest.importorskip("onnxruntime")

@@ -2,7 +2,7 @@
 
 ``backbone: {name: onnx, params: {path: w600k_r50.onnx}}``. The file's graph becomes torch modules
 (:mod:`lrfr_plugins.onnx_model.to_torch`), or, for arcface_torch's iresnet (what InsightFace's packs ship), our own
-``iresnetXX`` with the file's tensors (:mod:`lrfr_plugins.onnx_model.iresnet_import`), whose state dict is an
+``iresnetXX`` with the file's tensors (:mod:`lrfr_plugins.builtin.backbones.iresnet_import`), whose state dict is an
 arcface_torch ``backbone.pth``. Which one was used is ``imported_as`` ("iresnet" or "graph").
 
 The backbone takes the project's input (RGB, ``(x - 127.5) / 127.5``) and feeds the model what it wants, as
@@ -98,7 +98,7 @@ class OnnxBackbone(Backbone):
         return self._embedding_size
 
     def _import(self, model: Any, where: str) -> tuple[nn.Module, str, str]:
-        from ...onnx_model.iresnet_import import NotIResNet, import_iresnet
+        from .iresnet_import import NotIResNet, import_iresnet
         from ...onnx_model.to_torch import convert
 
         note = ""

@@ -10,7 +10,7 @@ un-folded BN keeps its identity statistics even where the others learn theirs: b
 the scale folded into the conv, and the original statistics are not in the file.
 
 Recognition follows tensor connections, never node names or order: conv stem -> (BN) -> PRelu, four stages whose
-block counts are those of :data:`..builtin.backbones.weights.ARCHS` (every stage opens with a stride-2 block with a
+block counts are those of :data:`.weights.ARCHS` (every stage opens with a stride-2 block with a
 1x1 downsample), then BN -> Flatten -> Gemm (or MatMul + Add) -> (BN). Every node the output depends on must be one of
 these (Identity/Dropout aside); anything else, a BN eps other than arcface_torch's 1e-5 or quantised weights, and the
 graph is not taken for an iresnet (the caller then runs it op by op).
@@ -26,7 +26,8 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from ..builtin.backbones.iresnet import (
+from ...onnx_model.feeding import real_inputs
+from .iresnet import (
     EPS,
     WIDTHS,
     IResNet,
@@ -37,8 +38,7 @@ from ..builtin.backbones.iresnet import (
     IResNet200,
     IResNetParams,
 )
-from ..builtin.backbones.weights import ARCHS
-from .feeding import real_inputs
+from .weights import ARCHS
 
 PASS = frozenset({"Identity", "Dropout"})
 CLASSES = {cls.arch: cls for cls in (IResNet18, IResNet34, IResNet50, IResNet100, IResNet200)}
