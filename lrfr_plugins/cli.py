@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .data_commands import data
 from .errors import LrfrError, LrfrWarning
 from .hookspecs import KINDS

@@ -2,7 +2,9 @@
 
 There is no module-level manager: every call builds a new one, so tests never see a developer's plugins.
 Entry points of group ``lrfr`` are loaded one at a time; a failure is recorded and that plugin skipped
-(pluggy's own ``load_setuptools_entrypoints`` would stop at the first one).
+(pluggy's own ``load_setuptools_entrypoints`` would stop at the first one). The manager
+(:class:`LrfrPluginManager`) keeps, beside pluggy's registrations, where each plugin came from and what failed to
+load; :class:`~lrfr_plugins.registry.Registry` reads both from it.
 
 Escape hatches:
 
@@ -13,6 +15,7 @@ Escape hatches:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata as md
 import os
@@ -20,9 +23,9 @@ from typing import Any
 
 import pluggy
 
-from . import __version__, hookspecs
+from . import hookspecs
+from ._version import __version__
 from .errors import did_you_mean
-from .registry import LoadError, Provider
 
 DISTRIBUTION = "lrfr-plugins"
 BUILTIN_MODULE = "lrfr_plugins.builtin"
@@ -42,15 +45,83 @@ def _dist_of(ep: md.EntryPoint) -> tuple[str, str]:
     return dist.metadata["Name"], dist.version
 
 
-def get_plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
-    """A new manager with the hookspecs, the built-ins and (unless ``entry_points=False``) installed plugins.
+@dataclasses.dataclass(frozen=True)
+class Provider:
+    """Where a plugin came from: a distribution (or a module when not installed) and its version."""
 
-    The manager carries ``lrfr_providers`` (plugin object id -> Provider) and ``lrfr_load_errors``.
-    """
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    pm.lrfr_providers = {}  # type: ignore[attr-defined]
-    pm.lrfr_load_errors = []  # type: ignore[attr-defined]
+    distribution: str
+    version: str
+    module: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadError:
+    """A plugin that could not be loaded; reported by ``lrfr plugins``, never fatal."""
+
+    source: str
+    provider: str
+    error: str
+    #: The kind whose registration hook failed; None when unknown (an entry point that did not import may have
+    #: carried plugins of any kind).
+    kind: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.source} -> {self.error}"
+
+
+class LrfrPluginManager(pluggy.PluginManager):
+    """pluggy's manager with the project's hookspecs and provenance: the provider of every plugin registered
+    through :meth:`register_plugin`, and the plugins that could not be loaded (``load_errors``)."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+        self._providers: dict[int, Provider] = {}  # id(plugin object) -> Provider
+        self.load_errors: list[LoadError] = []
+
+    def register_plugin(self, plugin: Any, name: str, provider: Provider) -> None:
+        """Register a plugin object (module or instance) with its provider; a misspelled hook is reported, not kept.
+
+        Used for entry points and the built-ins, and by hand in tests or notebooks.
+        """
+        if self.is_registered(plugin):
+            return
+        try:
+            self.register(plugin, name=name)
+        except ValueError as exc:  # a second plugin under an already-used entry-point name
+            self.load_errors.append(LoadError(f"plugin '{name}'", provider.distribution, str(exc)))
+            return
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            self.unregister(plugin)
+            self.load_errors.append(LoadError(f"plugin '{name}'", provider.distribution, "; ".join(unknown)))
+            return
+        self._providers[id(plugin)] = provider
+
+    def provider_of(self, plugin: Any) -> Provider:
+        """The provider ``plugin`` was registered with; pluggy's plain ``register`` leaves it "(registered by hand)"."""
+        if id(plugin) in self._providers:
+            return self._providers[id(plugin)]
+        module = getattr(plugin, "__name__", type(plugin).__name__)
+        return Provider("(registered by hand)", "?", module)
+
+    def _unknown_hooks(self, plugin: Any) -> list[str]:
+        """Hook implementations whose name matches no hookspec (a typo would otherwise be silently ignored)."""
+        problems = []
+        for caller in self.get_hookcallers(plugin) or []:
+            if caller.spec is None:
+                hint = did_you_mean(caller.name, hookspecs.KIND_HOOKS.values())
+                problems.append(f"unknown hook '{caller.name}'.{hint} Hooks: "
+                                f"{', '.join(hookspecs.KIND_HOOKS.values())}")
+        return problems
+
+
+def get_plugin_manager(*, entry_points: bool = True) -> LrfrPluginManager:
+    """A new manager with the hookspecs, the built-ins and (unless ``entry_points=False``) installed plugins."""
+    pm = LrfrPluginManager()
     load_only = _env_names("LRFR_LOAD_PLUGINS")
     blocked = _env_names("LRFR_BLOCK_PLUGINS") or set()
 
@@ -70,51 +141,13 @@ def get_plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
         try:
             plugin = ep.load()
         except Exception as exc:  # report and skip; never fatal
-            pm.lrfr_load_errors.append(LoadError(f"entry point '{ep.name} = {ep.value}'", dist_name,
-                                                 f"{type(exc).__name__}: {exc}"))
+            pm.load_errors.append(LoadError(f"entry point '{ep.name} = {ep.value}'", dist_name,
+                                            f"{type(exc).__name__}: {exc}"))
             continue
-        register_plugin(pm, plugin, ep.name, Provider(dist_name, dist_version, ep.value))
+        pm.register_plugin(plugin, ep.name, Provider(dist_name, dist_version, ep.value))
         builtin_loaded = builtin_loaded or is_builtin
     if not builtin_loaded and "builtin" not in blocked and DISTRIBUTION not in blocked:
         # Running from a source tree that was never installed: same module, same hooks.
-        register_plugin(pm, importlib.import_module(BUILTIN_MODULE), "builtin",
-                  Provider(DISTRIBUTION, __version__, BUILTIN_MODULE))
+        pm.register_plugin(importlib.import_module(BUILTIN_MODULE), "builtin",
+                           Provider(DISTRIBUTION, __version__, BUILTIN_MODULE))
     return pm
-
-
-def register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str, provider: Provider) -> None:
-    """Register a plugin object (module or instance) with its provider; a misspelled hook is reported, not kept.
-
-    Used for entry points and the built-ins, and by hand in tests or notebooks.
-    """
-    if pm.is_registered(plugin):
-        return
-    try:
-        pm.register(plugin, name=name)
-    except ValueError as exc:  # a second plugin under an already-used entry-point name
-        pm.lrfr_load_errors.append(LoadError(f"plugin '{name}'", provider.distribution, str(exc)))
-        return
-    unknown = _unknown_hooks(pm, plugin)
-    if unknown:
-        pm.unregister(plugin)
-        pm.lrfr_load_errors.append(LoadError(f"plugin '{name}'", provider.distribution, "; ".join(unknown)))
-        return
-    pm.lrfr_providers[id(plugin)] = provider
-
-
-def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
-    """Hook implementations whose name matches no hookspec (a typo would otherwise be silently ignored)."""
-    problems = []
-    for caller in pm.get_hookcallers(plugin) or []:
-        if caller.spec is None:
-            hint = did_you_mean(caller.name, hookspecs.KIND_HOOKS.values())
-            problems.append(f"unknown hook '{caller.name}'.{hint} Hooks: {', '.join(hookspecs.KIND_HOOKS.values())}")
-    return problems
-
-
-def provider_of(pm: pluggy.PluginManager, plugin: Any) -> Provider:
-    providers = getattr(pm, "lrfr_providers", {})
-    if id(plugin) in providers:
-        return providers[id(plugin)]
-    module = getattr(plugin, "__name__", type(plugin).__name__)
-    return Provider("(registered by hand)", "?", module)

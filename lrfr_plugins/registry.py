@@ -12,19 +12,8 @@ from typing import Any, Iterable, Iterator
 
 from .errors import DuplicatePluginError, LrfrError, UnknownKindError, UnknownPluginError, did_you_mean
 from .hookspecs import KIND_HOOKS, KINDS
+from .manager import LoadError, LrfrPluginManager, Provider
 from .params import NoParams, build_params
-
-
-@dataclasses.dataclass(frozen=True)
-class Provider:
-    """Where a plugin came from: a distribution (or a module when not installed) and its version."""
-
-    distribution: str
-    version: str
-    module: str
-
-    def __str__(self) -> str:
-        return f"{self.distribution} {self.version}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,21 +70,6 @@ class PluginInfo:
                 "class": f"{self.cls.__module__}.{self.cls.__qualname__}", "doc": self.doc, "flags": self.flags}
 
 
-@dataclasses.dataclass(frozen=True)
-class LoadError:
-    """A plugin that could not be loaded; reported by ``lrfr plugins``, never fatal."""
-
-    source: str
-    provider: str
-    error: str
-    #: The kind whose registration hook failed; None when unknown (an entry point that did not import may have
-    #: carried plugins of any kind).
-    kind: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.source} -> {self.error}"
-
-
 class Registry:
     """Every registered plugin, by kind and name, with its provider, plus the plugins that failed to load."""
 
@@ -104,14 +78,12 @@ class Registry:
         self.load_errors: list[LoadError] = list(load_errors or [])
 
     @classmethod
-    def from_manager(cls, manager: Any) -> "Registry":
+    def from_manager(cls, manager: LrfrPluginManager) -> "Registry":
         """Call each registration hook implementation with a provider-aware ``register``."""
-        from .manager import provider_of  # late import: manager imports this module
-
-        registry = cls(getattr(manager, "lrfr_load_errors", []))
+        registry = cls(manager.load_errors)
         for kind, hook_name in KIND_HOOKS.items():
             for impl in getattr(manager.hook, hook_name).get_hookimpls():
-                provider = provider_of(manager, impl.plugin)
+                provider = manager.provider_of(impl.plugin)
 
                 def register(name: str, plugin_cls: type, _kind=kind, _provider=provider) -> None:
                     registry.add(_kind, name, plugin_cls, _provider)

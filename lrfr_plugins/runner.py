@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .api import FinetuneContext
 from .atomic import atomic_write_text
 from .engine import distributed as D

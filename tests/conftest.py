@@ -18,9 +18,9 @@ def _no_third_party_plugins(monkeypatch):
     monkeypatch.delenv("LRFR_BLOCK_PLUGINS", raising=False)
     import lrfr_plugins
 
-    lrfr_plugins._default_registry = None
+    lrfr_plugins.cache_clear()
     yield
-    lrfr_plugins._default_registry = None
+    lrfr_plugins.cache_clear()
 
 
 @pytest.fixture

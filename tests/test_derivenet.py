@@ -227,15 +227,15 @@ def test_runs_from_a_recipe_finetune_slot(tmp_path):
     import types
 
     from lrfr_plugins import hookimpl
-    from lrfr_plugins.manager import get_plugin_manager, register_plugin
+    from lrfr_plugins.manager import Provider, get_plugin_manager
     from lrfr_plugins.recipe import load_recipe
-    from lrfr_plugins.registry import Provider, Registry
+    from lrfr_plugins.registry import Registry
     from lrfr_plugins.runner import execute, prepare_run_dir
 
     pm = get_plugin_manager(entry_points=False)
     module = types.ModuleType("lrfrtest_derivenet")
     module.lrfr_register_finetuners = hookimpl(lambda register: register("derivenet-test", DeriveNet))
-    register_plugin(pm, module, "derivenet-test", Provider("lrfr-test-derivenet", "0.0.1", "lrfrtest_derivenet"))
+    pm.register_plugin(module, "derivenet-test", Provider("lrfr-test-derivenet", "0.0.1", "lrfrtest_derivenet"))
     registry = Registry.from_manager(pm)
     path = tmp_path / "r.yaml"
     path.write_text(textwrap.dedent("""

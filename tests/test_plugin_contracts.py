@@ -14,8 +14,8 @@ from lrfr_plugins.api import Head, Quality, param
 from lrfr_plugins.builtin.quality.laplacian import Laplacian
 from lrfr_plugins.engine.checkpoint import load_checkpoint
 from lrfr_plugins.engine.trainer import Trainer
+from lrfr_plugins.manager import Provider
 from lrfr_plugins.recipe import RecipeWarning, load_recipe
-from lrfr_plugins.registry import Provider
 from lrfr_plugins.runner import execute, prepare_run_dir, resume_recipe
 
 TESTS = Provider("lrfr-plugins-tests", "0", __name__)

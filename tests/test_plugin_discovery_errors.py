@@ -178,7 +178,7 @@ def test_plugins_json_and_show_read_new_flags_of_third_party_plugins(site):
     assert rows[("finetuner", "label-free")]["flags"] == {"needs_labels": False}
     assert rows[("finetuner", "needs-teacher")]["flags"] == {}  # not constructible with defaults: omitted
 
-    lrfr_plugins._default_registry = None
+    lrfr_plugins.cache_clear()
     shown = CliRunner().invoke(main, ["show", "head", "noisy", "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["flags"]["stochastic"] is True

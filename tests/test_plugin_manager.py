@@ -90,7 +90,7 @@ def test_load_and_block_escape_hatches(site, monkeypatch):
 
 
 def test_create_errors_list_choices_and_suggest(registry, monkeypatch):
-    monkeypatch.setattr(lrfr_plugins, "_default_registry", registry)
+    monkeypatch.setattr(lrfr_plugins, "get_registry", lambda: registry)
     with pytest.raises(UnknownKindError, match=r"unknown plugin kind 'heads'\. Did you mean 'head'\? Kinds: backbone, head"):
         lrfr_plugins.create("heads", "arcface")
     with pytest.raises(UnknownPluginError) as info:

@@ -10,9 +10,9 @@ import torch
 from lrfr_plugins import hookimpl
 from lrfr_plugins.api import Finetuner, Head, Quality, param
 from lrfr_plugins.errors import RecipeError
-from lrfr_plugins.manager import get_plugin_manager, register_plugin
+from lrfr_plugins.manager import Provider, get_plugin_manager
 from lrfr_plugins.recipe import load_recipe
-from lrfr_plugins.registry import Provider, Registry
+from lrfr_plugins.registry import Registry
 from lrfr_plugins.runner import execute, prepare_run_dir
 
 SEEN = {}
@@ -78,7 +78,7 @@ def registry_with_test_plugins():
     module = types.ModuleType("lrfrtest_slots")
     for name in ("lrfr_register_quality", "lrfr_register_heads", "lrfr_register_finetuners"):
         setattr(module, name, globals()[name])
-    register_plugin(pm, module, "slots", Provider("lrfr-test-slots", "0.0.1", "lrfrtest_slots"))
+    pm.register_plugin(module, "slots", Provider("lrfr-test-slots", "0.0.1", "lrfrtest_slots"))
     return Registry.from_manager(pm)
 
 
