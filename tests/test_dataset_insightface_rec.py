@@ -40,7 +40,7 @@ def test_class_count_disagreement_and_missing_property_are_clear(tmp_path, regis
 
 
 def test_getitems_returns_what_getitem_returns_including_skipped_corrupt_images(tmp_path, registry):
-    from lrfr_plugins.engine.trainer import collate_readable
+    from lrfr_plugins.engine.batches import collate_readable
     from lrfr_plugins.formats import RecordReader
 
     pack = tmp_path / "pack"

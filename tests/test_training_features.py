@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lrfr_plugins.engine.samplers import ShuffledBatchSampler
-from lrfr_plugins.engine.trainer import lr_factor
+from lrfr_plugins.engine.optim import lr_factor
 from lrfr_plugins.errors import DataError
 from lrfr_plugins.engine.config import TrainConfig
 from lrfr_plugins.recipe import load_recipe
