@@ -203,12 +203,22 @@ def check_degradation(degradation: Any, num_images: int = 8) -> None:
 
 # ---------------------------------------------------------------------------------------------- datasets
 def check_dataset(dataset: Any) -> None:
-    """len(), num_classes, items (uint8 3x112x112 RGB tensor, int label in range)."""
+    """len(), num_classes, items (uint8 3x112x112 RGB tensor, int label in range), and ``labels()``: one int label
+    per item, the same as the items' own."""
     assert len(dataset) > 0 and dataset.num_classes > 0
-    for index in (0, len(dataset) - 1):
-        image, label = dataset[index]
+    items = {index: dataset[index] for index in (0, len(dataset) - 1)}
+    for image, label in items.values():
         assert isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.shape == (3, 112, 112)
         assert isinstance(label, int) and 0 <= label < dataset.num_classes
+    method = getattr(dataset, "labels", None)
+    assert callable(method), "the dataset has no labels() method: derive it from lrfr_plugins.api.FaceDataset"
+    labels = method()
+    assert isinstance(labels, np.ndarray) and labels.shape == (len(dataset),) and labels.dtype.kind in "iu", (
+        f"labels() must return an integer numpy array of shape ({len(dataset)},), got {type(labels).__name__} "
+        f"{getattr(labels, 'shape', '')} {getattr(labels, 'dtype', '')}")
+    for index, (_, label) in items.items():
+        assert int(labels[index]) == label, f"labels()[{index}] is {int(labels[index])} but item {index} has {label}"
+    assert labels.min() >= 0 and labels.max() < dataset.num_classes, "labels() has labels outside 0..num_classes-1"
 
 
 # --------------------------------------------------------------------------------------------- protocols
