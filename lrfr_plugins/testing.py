@@ -365,12 +365,12 @@ class _Unlabelled(torch.utils.data.Dataset):
 
 def check_finetuner(finetuner: Any, *, num_identities: int = 6, images_per_identity: int = 4,
                     batch_size: int = 8) -> None:
-    """``run(FinetuneContext)`` on a tiny backbone and synthetic data, built as the runner builds it (arcface head,
-    Partial FC classifier, the cross-resolution degradation); a label-free finetuner (``needs_labels()`` False)
-    gets data without identities and no classifier. It must train the backbone's weights (left finite) and return
-    a dict of JSON-serialisable metrics, with the backbone back in the mode it came in (train). The check does not
-    choose the finetuner's steps: create it with small parameters (e.g. ``check_plugin("finetuner", "octuplet",
-    steps=2, p=2, k=2, eval_identities=2)``)."""
+    """``check(backbone)`` (it must leave the weights alone), then ``run(FinetuneContext)`` on a tiny backbone and
+    synthetic data, built as the runner builds it (arcface head, Partial FC classifier, the cross-resolution
+    degradation); a label-free finetuner (``needs_labels()`` False) gets data without identities and no classifier.
+    It must train the backbone's weights (left finite) and return a dict of JSON-serialisable metrics, with the
+    backbone back in the mode it came in (train). The check does not choose the finetuner's steps: create it with
+    small parameters (e.g. ``check_plugin("finetuner", "octuplet", steps=2, p=2, k=2, eval_identities=2)``)."""
     from . import create
     from .api import FinetuneContext
     from .engine.partial_fc import PartialFC
@@ -389,6 +389,15 @@ def check_finetuner(finetuner: Any, *, num_identities: int = 6, images_per_ident
                                   quality=None, batch_size=batch_size)
         before = {name: p.detach().clone() for name, p in backbone.named_parameters()}
         backbone.train()  # as training leaves it
+        assert callable(getattr(finetuner, "check", None)), \
+            "the finetuner has no check(backbone) method: derive it from lrfr_plugins.api.Finetuner"
+        try:
+            finetuner.check(backbone)  # the host's preflight, before training
+        except Exception as exc:
+            raise AssertionError(f"check(backbone) failed on the tiny backbone with these parameters: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        assert all(torch.equal(p.detach(), before[name]) for name, p in backbone.named_parameters()), \
+            "check(backbone) changed the backbone's weights; it must only look"
         try:
             metrics = finetuner.run(context)
         except Exception as exc:
