@@ -170,8 +170,8 @@ class Octuplet(Finetuner):
             raise DataError(f"octuplet: {exc}. Lower finetune.N.params.p (now {p.p}) or use data with more "
                             "identities.") from None
         eval_hr, eval_labels, _ = load_batch(context.dataset, held)
-        if eval_hr is None or len(np.unique(eval_labels.numpy())) < 2:
-            raise DataError("octuplet: too few of the held-out images could be read (skip_corrupt dropped them).")
+        if eval_hr is None:
+            raise DataError("octuplet: none of the held-out images could be read (skip_corrupt dropped them all).")
         eval_hr = eval_hr.to(device)
         eval_lr = self._degrade(eval_hr, torch.Generator().manual_seed(p.seed))  # fixed, not the context's draws
         frozen_params, frozen_modules = freeze_prefixes(backbone, p.freeze)
