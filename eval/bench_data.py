@@ -207,7 +207,7 @@ def profile(root: str, batch: int, repeats: int = 5) -> dict:
     """Where the time goes: microseconds per image of each stage, in this process (the main process's torch
     threads), median over ``repeats`` random batches. Worker-side stages include the collate."""
     from lrfr_plugins import create
-    from lrfr_plugins.engine.trainer import collate_readable, hflip
+    from lrfr_plugins.engine.batches import collate_readable, hflip
     from lrfr_plugins.formats.images import decode_image
     from lrfr_plugins.ops.preprocess import to_network_input
 

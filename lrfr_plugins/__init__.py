@@ -11,7 +11,8 @@ What is stable (covered by SemVer: names in each module's ``__all__`` keep their
 major version):
 
 - ``lrfr_plugins``: ``create``, ``get_registry``, ``cache_clear``, ``hookimpl``, ``KINDS`` and the error classes;
-- ``lrfr_plugins.api``: the base classes, ``param`` and ``NoParams``;
+- ``lrfr_plugins.api``: the base classes, ``param`` and ``NoParams``; ``lrfr_plugins.api.training``: the trainer's
+  parts a finetuner is made of (batch loader, samplers, freezing, optimizer, loop skeleton, quality call);
 - ``lrfr_plugins.ops``: ``resize_down_up``, ``to_network_input`` and ``margin_logits`` (the margin formula of the
   built-in heads), so a plugin degrades, feeds and margins images exactly as the host does;
 - ``lrfr_plugins.metrics``: verification (10-fold accuracies, ROC, TAR@FAR, AUC, ``thin_curve``) and
@@ -35,6 +36,7 @@ from .errors import (
     DataError,
     DuplicatePluginError,
     LrfrError,
+    NonFiniteLossError,
     ParamsError,
     RecipeError,
     RunDirError,
@@ -74,5 +76,5 @@ def create(kind: str, name: str, /, **params: Any) -> Any:
 __all__ = [
     "__version__", "cache_clear", "create", "get_registry", "hookimpl", "KINDS",
     "LrfrError", "UnknownKindError", "UnknownPluginError", "DuplicatePluginError", "ParamsError",
-    "RecipeError", "RunDirError", "DataError",
+    "RecipeError", "RunDirError", "DataError", "NonFiniteLossError",
 ]

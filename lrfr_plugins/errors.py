@@ -47,6 +47,10 @@ class DataError(LrfrError):
     """Input data in the wrong format or shape."""
 
 
+class NonFiniteLossError(LrfrError):
+    """The training or fine-tuning loss became NaN or infinite (the message names the setting to lower)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return " Did you mean 'x'?" for the closest choice, or an empty string."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 
 from ._version import __version__
-from .api import FinetuneContext
+from .api import FinetuneContext, Finetuner
 from .atomic import atomic_write_text
 from .engine import distributed as D
 from .engine.checkpoint import load_checkpoint, save_checkpoint
 from .engine.embed import make_embedder
 from .engine.trainer import TrainComponents, Trainer, checkpoint_name
-from .errors import DataError, LrfrError, RunDirError
+from .errors import DataError, LrfrError, ParamsError, RunDirError
 from .export.onnx import export_onnx
 from .plots import plot_accuracy_vs_resolution
 from .recipe import Recipe, load_recipe_data, validate
@@ -81,8 +81,9 @@ def _create(registry: Registry, kind: str, slot: dict[str, Any]) -> Any:
 
 
 def _preflight(recipe: Recipe, registry: Registry) -> tuple[Any, list[Any]]:
-    """Open the training data and look at every benchmark's folders before anything trains; everything missing is
-    reported at once, each with the --set that points the recipe at it."""
+    """Open the training data, look at every benchmark's folders and check every finetuner's parameters against the
+    backbone before anything trains; everything missing is reported at once, each with the --set that points the
+    recipe at it."""
     problems, dataset, protocols = [], None, []
     try:
         dataset = _create(registry, "dataset", recipe.slot("data"))
@@ -103,11 +104,27 @@ def _preflight(recipe: Recipe, registry: Registry) -> tuple[Any, list[Any]]:
     if problems:
         raise DataError(f"{len(problems)} input(s) of recipe '{recipe.name}' are missing; nothing was trained:\n  - "
                         + "\n  - ".join(problems))
-    _check_labels(recipe, registry, dataset)
+    finetuners = [_create(registry, "finetuner", slot) for slot in recipe.data["finetune"]]
+    checking = [(i, f) for i, f in enumerate(finetuners) if getattr(type(f), "check", Finetuner.check)
+                is not Finetuner.check]
+    if checking:  # a backbone of its own (names are what count), built without moving the seeded global RNG
+        with torch.random.fork_rng(devices=[]):
+            backbone = _create(registry, "backbone", recipe.slot("backbone"))
+        for i, finetuner in checking:
+            slot = recipe.data["finetune"][i]
+            try:
+                finetuner.check(backbone)
+            except ParamsError as exc:
+                problems += [f"finetune.{i}.params{'' if name == '(params)' else '.' + name} ({slot['name']}): "
+                             f"{problem}" for name, problem in exc.problems or [("(params)", str(exc))]]
+        if problems:
+            raise ParamsError(f"{len(problems)} finetune parameter(s) of recipe '{recipe.name}' do not fit the "
+                              "backbone; nothing was trained:\n  - " + "\n  - ".join(problems))
+    _check_labels(recipe, dataset, finetuners)
     return dataset, protocols
 
 
-def _check_labels(recipe: Recipe, registry: Registry, dataset: Any) -> None:
+def _check_labels(recipe: Recipe, dataset: Any, finetuners: list[Any]) -> None:
     """Data without identities (an image folder of loose images) serves label-free fine-tuning only."""
     if dataset.num_classes > 0:
         return
@@ -116,8 +133,8 @@ def _check_labels(recipe: Recipe, registry: Registry, dataset: Any) -> None:
         raise DataError(f"data ({name}): the images have no identities (no identity sub-folders), so margin training "
                         "cannot run. Give root/<identity>/<image>, or set train.epochs: 0 and fine-tune label-free "
                         "(finetune: [{name: distill}]).")
-    for i, slot in enumerate(recipe.data["finetune"]):
-        if _create(registry, "finetuner", slot).needs_labels():
+    for i, (slot, finetuner) in enumerate(zip(recipe.data["finetune"], finetuners)):
+        if finetuner.needs_labels():
             raise DataError(f"finetune.{i} ({slot['name']}): needs identity labels, but the images of data ({name}) "
                             "have none (no identity sub-folders). Use a label-free finetuner such as distill (with "
                             "head_weight: 0), or data with identities.")

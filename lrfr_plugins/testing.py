@@ -203,12 +203,22 @@ def check_degradation(degradation: Any, num_images: int = 8) -> None:
 
 # ---------------------------------------------------------------------------------------------- datasets
 def check_dataset(dataset: Any) -> None:
-    """len(), num_classes, items (uint8 3x112x112 RGB tensor, int label in range)."""
+    """len(), num_classes, items (uint8 3x112x112 RGB tensor, int label in range), and ``labels()``: one int label
+    per item, the same as the items' own."""
     assert len(dataset) > 0 and dataset.num_classes > 0
-    for index in (0, len(dataset) - 1):
-        image, label = dataset[index]
+    items = {index: dataset[index] for index in (0, len(dataset) - 1)}
+    for image, label in items.values():
         assert isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.shape == (3, 112, 112)
         assert isinstance(label, int) and 0 <= label < dataset.num_classes
+    method = getattr(dataset, "labels", None)
+    assert callable(method), "the dataset has no labels() method: derive it from lrfr_plugins.api.FaceDataset"
+    labels = method()
+    assert isinstance(labels, np.ndarray) and labels.shape == (len(dataset),) and labels.dtype.kind in "iu", (
+        f"labels() must return an integer numpy array of shape ({len(dataset)},), got {type(labels).__name__} "
+        f"{getattr(labels, 'shape', '')} {getattr(labels, 'dtype', '')}")
+    for index, (_, label) in items.items():
+        assert int(labels[index]) == label, f"labels()[{index}] is {int(labels[index])} but item {index} has {label}"
+    assert labels.min() >= 0 and labels.max() < dataset.num_classes, "labels() has labels outside 0..num_classes-1"
 
 
 # --------------------------------------------------------------------------------------------- protocols
@@ -355,12 +365,12 @@ class _Unlabelled(torch.utils.data.Dataset):
 
 def check_finetuner(finetuner: Any, *, num_identities: int = 6, images_per_identity: int = 4,
                     batch_size: int = 8) -> None:
-    """``run(FinetuneContext)`` on a tiny backbone and synthetic data, built as the runner builds it (arcface head,
-    Partial FC classifier, the cross-resolution degradation); a label-free finetuner (``needs_labels()`` False)
-    gets data without identities and no classifier. It must train the backbone's weights (left finite) and return
-    a dict of JSON-serialisable metrics, with the backbone back in the mode it came in (train). The check does not
-    choose the finetuner's steps: create it with small parameters (e.g. ``check_plugin("finetuner", "octuplet",
-    steps=2, p=2, k=2, eval_identities=2)``)."""
+    """``check(backbone)`` (it must leave the weights alone), then ``run(FinetuneContext)`` on a tiny backbone and
+    synthetic data, built as the runner builds it (arcface head, Partial FC classifier, the cross-resolution
+    degradation); a label-free finetuner (``needs_labels()`` False) gets data without identities and no classifier.
+    It must train the backbone's weights (left finite) and return a dict of JSON-serialisable metrics, with the
+    backbone back in the mode it came in (train). The check does not choose the finetuner's steps: create it with
+    small parameters (e.g. ``check_plugin("finetuner", "octuplet", steps=2, p=2, k=2, eval_identities=2)``)."""
     from . import create
     from .api import FinetuneContext
     from .engine.partial_fc import PartialFC
@@ -379,6 +389,15 @@ def check_finetuner(finetuner: Any, *, num_identities: int = 6, images_per_ident
                                   quality=None, batch_size=batch_size)
         before = {name: p.detach().clone() for name, p in backbone.named_parameters()}
         backbone.train()  # as training leaves it
+        assert callable(getattr(finetuner, "check", None)), \
+            "the finetuner has no check(backbone) method: derive it from lrfr_plugins.api.Finetuner"
+        try:
+            finetuner.check(backbone)  # the host's preflight, before training
+        except Exception as exc:
+            raise AssertionError(f"check(backbone) failed on the tiny backbone with these parameters: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        assert all(torch.equal(p.detach(), before[name]) for name, p in backbone.named_parameters()), \
+            "check(backbone) changed the backbone's weights; it must only look"
         try:
             metrics = finetuner.run(context)
         except Exception as exc:

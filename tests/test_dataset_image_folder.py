@@ -35,6 +35,7 @@ def test_labels_follow_sorted_identity_folders_and_pixels_are_exact(tmp_path, re
     assert len(data) == 6 and data.num_classes == 3
     assert data.index.class_names == ["alice", "bob", "carol"]  # torchvision ImageFolder / arcface_torch order
     assert [data[i][1] for i in range(6)] == [0, 0, 0, 1, 1, 2]
+    assert data.labels().tolist() == [0, 0, 0, 1, 1, 2]
     image, label = data[3]
     assert image.dtype == torch.uint8 and image.shape == (3, 112, 112)
     assert np.array_equal(image.permute(1, 2, 0).numpy(), faces[("bob", 0)])

@@ -6,6 +6,7 @@ import json
 import pathlib
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,7 +41,7 @@ def test_class_count_disagreement_and_missing_property_are_clear(tmp_path, regis
 
 
 def test_getitems_returns_what_getitem_returns_including_skipped_corrupt_images(tmp_path, registry):
-    from lrfr_plugins.engine.trainer import collate_readable
+    from lrfr_plugins.engine.batches import collate_readable
     from lrfr_plugins.formats import RecordReader
 
     pack = tmp_path / "pack"
@@ -68,6 +69,11 @@ def test_getitems_returns_what_getitem_returns_including_skipped_corrupt_images(
         strict.__getitems__([0, 1])
     loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=1, collate_fn=collate_readable)
     assert sum(s for _, _, s in loader) == 1  # the DataLoader goes through __getitems__ in its workers
+    # labels() reads the record headers, not the images: the corrupt one keeps its label
+    labels = data.labels()
+    assert labels.dtype == np.int64 and labels.tolist()[:1] + labels.tolist()[2:] == \
+        [data[i][1] for i in range(len(data)) if i != 1]
+    assert labels[1] == RecordReader(pack / "train.rec").read_record(2)[0].label
 
 
 def _jpeg(rgb, **save):

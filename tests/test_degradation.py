@@ -378,7 +378,7 @@ def test_fast_bilinear_on_non_square_inputs_and_mixed_sizes():
 
 
 def test_put_rows_and_hflip_equal_the_plain_torch_ops():
-    from lrfr_plugins.engine.trainer import hflip
+    from lrfr_plugins.engine.batches import hflip
     from lrfr_plugins.ops.resize import put_rows_
 
     x = batch(9)
@@ -408,7 +408,7 @@ def test_to_network_input_values_are_the_reference_formula():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fast_bilinear_and_batch_work_on_the_batch_device(registry):
-    from lrfr_plugins.engine.trainer import hflip
+    from lrfr_plugins.engine.batches import hflip
     from lrfr_plugins.ops.preprocess import to_network_input
 
     x = faces(8)

@@ -18,7 +18,7 @@ from lrfr_plugins.builtin.finetuners.derivenet import (
     recent_loss,
     update_centres,
 )
-from lrfr_plugins.errors import LrfrError, ParamsError, UnknownPluginError
+from lrfr_plugins.errors import DataError, LrfrError, ParamsError, UnknownPluginError
 from lrfr_plugins.ops.preprocess import to_network_input
 from lrfr_plugins.params import build_params
 
@@ -206,8 +206,8 @@ def test_bad_params_are_clear(values, message):
 
 def test_too_few_images_for_the_held_out_batch():
     dataset = lrfr_plugins.create("dataset", "synthetic", num_identities=2, images_per_identity=2)
-    with pytest.raises(ValueError, match=r"dataset has 4 images, too few to hold out eval_images=32 and train on at least 2; "
-                                         r"lower eval_images"):
+    with pytest.raises(DataError, match=r"dataset has 4 images, too few to hold out eval_images=32 and train on at "
+                                        r"least 2; lower eval_images"):
         make().run(context(tiny_backbone(), dataset))
 
 

@@ -99,6 +99,21 @@ def test_bad_settings_are_refused(registry, trained):
         Distill(DistillParams(steps=1)).run(context(student(registry, trained), data, batch_size=128))
 
 
+def test_the_margin_term_gets_the_quality_its_head_reads(registry, trained):
+    """A quality-reading head (approach2: Laplacian) gets the estimator's values on the degraded copies, as in
+    training; before, distill passed None and the head stopped with a traceback."""
+    from lrfr_plugins.engine.partial_fc import PartialFC
+
+    data = registry.create("dataset", "synthetic", num_identities=12, images_per_identity=8)
+    model = student(registry, trained)
+    head, quality = registry.create("head", "approach2"), registry.create("quality", "laplacian")
+    calls = []
+    metrics = Distill(DistillParams(steps=2, batch_size=16, eval_images=16, head_weight=0.5)).run(context(
+        model, data, head=head, classifier=PartialFC(data.num_classes, model.embedding_size, seed=0),
+        quality=lambda images, lr_mask: calls.append(int(lr_mask.sum())) or quality(images, lr_mask=lr_mask)))
+    assert metrics["labels_used"] and metrics["steps"] == 2 and len(calls) == 2 and all(calls)
+
+
 @pytest.fixture
 def loose_faces(tmp_path, registry):
     """A folder of aligned face images with no identity sub-folders."""

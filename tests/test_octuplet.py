@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import lrfr_plugins
 from lrfr_plugins.api import FinetuneContext
 from lrfr_plugins.builtin.finetuners.octuplet import Octuplet, OctupletParams
-from lrfr_plugins.errors import ParamsError
+from lrfr_plugins.errors import DataError, NonFiniteLossError, ParamsError
 from lrfr_plugins.losses.octuplet import (
     METRICS,
     OctupletLoss,
@@ -91,10 +91,76 @@ def test_bad_finetuner_params_are_clear():
     backbone = lrfr_plugins.create("backbone", "tiny", embedding_size=8, widths=[4, 4, 4, 4])
     dataset = lrfr_plugins.create("dataset", "synthetic", num_identities=4, images_per_identity=4)
     context = FinetuneContext(backbone, dataset, [], torch.device("cpu"), torch.Generator().manual_seed(0), False)
-    with pytest.raises(ValueError, match=r"head_weight=0.5 keeps the margin head's loss, but no trained head"):
+    with pytest.raises(ParamsError, match=r"head_weight=0.5 keeps the margin head's loss, but no trained head"):
         Octuplet(OctupletParams(steps=1, p=2, k=2, head_weight=0.5)).run(context)
-    with pytest.raises(ValueError, match=r"freeze: \['layer1'\] match no parameter.*'features'"):
+    with pytest.raises(ParamsError, match=r"freeze: \['layer1'\] match no parameter.*'features'"):
         Octuplet(OctupletParams(steps=1, p=2, k=2, freeze=["features", "layer1"])).run(context)
+    with pytest.raises(ParamsError, match=r"freeze: \['features', 'tail'\] freezes every parameter"):
+        Octuplet(OctupletParams(steps=1, p=2, k=2, freeze=["features", "tail"])).check(backbone)
+    with pytest.raises(DataError, match=r"octuplet: p=5 identities per batch, but only 4 identities"):
+        Octuplet(OctupletParams(steps=1, p=5, k=2)).run(context)
+
+
+def test_a_corrupt_image_that_the_dataset_skips_is_left_out_of_the_batch(tmp_path):
+    """skip_corrupt makes the dataset return None for an unreadable image: the batch goes on without it."""
+    from PIL import Image
+
+    source = lrfr_plugins.create("dataset", "synthetic", num_identities=4, images_per_identity=4)
+    for i in range(len(source)):
+        folder = tmp_path / f"id{i // 4}"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(source[i][0].permute(1, 2, 0).numpy()).save(folder / f"{i % 4}.png")
+    (tmp_path / "id1" / "2.png").write_bytes(b"not a png")
+    dataset = lrfr_plugins.create("dataset", "image-folder", root=str(tmp_path), skip_corrupt=True)
+    assert dataset[6] is None and dataset.labels().tolist() == [i // 4 for i in range(16)]
+    backbone = lrfr_plugins.create("backbone", "tiny", embedding_size=8, widths=[4, 4, 4, 4])
+    context = FinetuneContext(backbone, dataset, [], torch.device("cpu"), torch.Generator().manual_seed(0), False)
+    metrics = Octuplet(OctupletParams(steps=8, p=2, k=2, eval_identities=2)).run(context)
+    assert metrics["steps"] == 8 and metrics["epochs_started"] >= 2  # every training image was drawn
+
+
+def test_a_diverging_loss_is_the_same_lrfr_error_as_in_training(monkeypatch):
+    from lrfr_plugins.builtin.finetuners import octuplet
+
+    monkeypatch.setattr(octuplet, "octuplet_loss", lambda e, *a, **k: e.sum() * float("nan"))
+    backbone = lrfr_plugins.create("backbone", "tiny", embedding_size=8, widths=[4, 4, 4, 4])
+    dataset = lrfr_plugins.create("dataset", "synthetic", num_identities=4, images_per_identity=4)
+    context = FinetuneContext(backbone, dataset, [], torch.device("cpu"), torch.Generator().manual_seed(0), False)
+    with pytest.raises(NonFiniteLossError, match=r"octuplet: the loss is nan at step 1\. Lower finetune.N.params.lr"):
+        Octuplet(OctupletParams(steps=2, p=2, k=2)).run(context)
+
+
+def test_a_freeze_typo_stops_the_run_before_training(tmp_path, registry, monkeypatch):
+    import textwrap
+
+    from lrfr_plugins.engine.trainer import Trainer
+    from lrfr_plugins.recipe import load_recipe
+    from lrfr_plugins.runner import execute, prepare_run_dir
+
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("training started"))
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent("""
+        lrfr: 1
+        name: typo
+        data: {name: synthetic, params: {num_identities: 4, images_per_identity: 4}}
+        backbone: {name: tiny, params: {embedding_size: 8, widths: [4, 4, 4, 4]}}
+        head: {name: arcface}
+        train: {epochs: 1, batch_size: 8, threads: 1}
+        finetune:
+          - {name: octuplet, params: {steps: 2, p: 2, k: 2, freeze: [features.0]}}
+          - {name: distill, params: {steps: 2, freeze: [feature.1, tail]}}
+        eval: []
+        export: {onnx: false}
+        """))
+    recipe = load_recipe(path, registry=registry)
+    prepare_run_dir(tmp_path / "run", overwrite=False, resume=False)
+    with pytest.raises(ParamsError) as info:
+        execute(recipe, registry, tmp_path / "run", progress=False)
+    message = str(info.value)
+    assert message.startswith("1 finetune parameter(s) of recipe 'typo' do not fit the backbone; nothing was trained")
+    assert "finetune.1.params.freeze (distill): ['feature.1'] match no parameter" in message
+    assert "Did you mean 'features.1'?" in message and "finetune.0" not in message
+    assert not (tmp_path / "run" / "recipe.resolved.yaml").exists()
 
 
 def test_freeze_keeps_the_frozen_stage_unchanged():

@@ -8,8 +8,8 @@ import pytest
 
 import lrfr_plugins
 
-PUBLIC_MODULES = ["lrfr_plugins", "lrfr_plugins.api", "lrfr_plugins.ops", "lrfr_plugins.metrics",
-                  "lrfr_plugins.synthetic", "lrfr_plugins.testing"]
+PUBLIC_MODULES = ["lrfr_plugins", "lrfr_plugins.api", "lrfr_plugins.api.training", "lrfr_plugins.ops",
+                  "lrfr_plugins.metrics", "lrfr_plugins.synthetic", "lrfr_plugins.testing"]
 
 
 @pytest.mark.parametrize(("public", "name", "home"), [
@@ -21,6 +21,9 @@ PUBLIC_MODULES = ["lrfr_plugins", "lrfr_plugins.api", "lrfr_plugins.ops", "lrfr_
     ("lrfr_plugins.ops", "resize_down_up", "lrfr_plugins.ops.resize"),
     ("lrfr_plugins.synthetic", "draw_pairs", "lrfr_plugins.synthetic.pairs"),
     ("lrfr_plugins.synthetic", "SyntheticFaceGenerator", "lrfr_plugins.synthetic.faces"),
+    ("lrfr_plugins.api.training", "load_batch", "lrfr_plugins.engine.batches"),
+    ("lrfr_plugins.api.training", "optimise", "lrfr_plugins.engine.finetune_loop"),
+    ("lrfr_plugins.api.training", "build_optimizer", "lrfr_plugins.engine.optim"),
 ])
 def test_documented_names_are_the_real_functions(public, name, home):
     module = importlib.import_module(public)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lrfr_plugins.engine.samplers import ShuffledBatchSampler
-from lrfr_plugins.engine.trainer import lr_factor
+from lrfr_plugins.engine.optim import lr_factor
 from lrfr_plugins.errors import DataError
 from lrfr_plugins.engine.config import TrainConfig
 from lrfr_plugins.recipe import load_recipe
@@ -92,7 +92,7 @@ def test_every_missing_input_is_reported_at_once_before_training(tmp_path, regis
 
 def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, registry, monkeypatch):
     from lrfr_plugins.builtin.heads.arcface import ArcFace
-    from lrfr_plugins.errors import LrfrError
+    from lrfr_plugins.errors import NonFiniteLossError
 
     calls = {"n": 0}
     original = ArcFace.forward
@@ -103,7 +103,8 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoin
         return logits * float("nan") if calls["n"] == 3 else logits
 
     monkeypatch.setattr(ArcFace, "forward", poisoned)
-    with pytest.raises(LrfrError, match=r"training stopped at step 3 \(epoch 1\): the loss is nan.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError,
+                       match=r"training stopped at step 3 \(epoch 1\): the loss is nan.*last good checkpoint"):
         run(tmp_path, registry, "checkpoint_every: 2, eval_every: null")
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 2
 

@@ -1,5 +1,11 @@
 """Finetuners continue training a backbone with their own loss (Octuplet, DeriveNet) after the main training.
 
+**Before anything trains.** The host calls ``check(backbone)`` on every finetuner of the recipe, with a freshly
+built backbone of the recipe (untrained: its module and parameter names are what counts), before the main training
+starts. Raise :class:`~lrfr_plugins.errors.ParamsError` with ``problems=[(parameter, what is wrong)]`` for a
+parameter that cannot fit the backbone (a ``freeze`` prefix it does not have): the host reports it as
+``finetune.N.params.<parameter>`` and trains nothing. The default checks nothing.
+
 **When.** After the margin training (also after ``train.epochs: 0``), in the recipe's order, each on the backbone
 the one before left; in the rank-0 process only, once training has finished on every rank. The host evaluates the
 recipe's protocols before the first finetuner and after the last.
@@ -16,6 +22,12 @@ continued), so a finetuner calls it unchanged. The host sets no autocast and no 
 
 **What comes back.** ``run`` trains ``context.backbone`` in place (the head and classifier too, if it optimises
 them) and returns JSON-able metrics for ``metrics.json``.
+
+**The host's parts.** ``lrfr_plugins.api.training`` gives the pieces the trainer and the built-in finetuners are
+made of: the batch loader that drops unreadable images (``load_batch``), ``dataset_labels``, the samplers, freezing
+(``check_freeze``, ``training_mode``), ``build_optimizer``, the loop skeleton ``optimise`` (which stops on a NaN
+loss with ``NonFiniteLossError``, an LrfrError) and ``estimate_quality`` for the margin loss. Using them keeps a
+finetuner's behaviour the host's; nothing else of the package (``lrfr_plugins.engine``) is for plugins.
 
 **Checkpoints.** Nothing is saved during ``run``. When every finetuner has finished, the host writes the
 fine-tuned backbone, head and classifier into the run's checkpoint with a mark that fine-tuning is done; a run
@@ -66,6 +78,10 @@ class Finetuner:
         identity sub-folders, ``num_classes`` 0) before anything trains when it does. Label-free finetuners say
         False."""
         return True
+
+    def check(self, backbone: torch.nn.Module) -> None:
+        """Check the parameters against the recipe's backbone before the main training (see the module doc); raise
+        ParamsError naming the parameter. It must not change ``backbone``."""
 
     def run(self, context: FinetuneContext) -> dict[str, Any]:  # pragma: no cover
         """Train ``context.backbone`` in place; return metrics to record."""

@@ -10,8 +10,8 @@ Which sampler the trainer should use:
   ``sampler`` or ``drop_last``), with ``sampler.set_epoch(epoch)`` before every epoch, the same on every rank.
 
 Labels: the sampler takes a plain sequence of per-image labels (list, numpy array, tensor), so it needs nothing from
-the dataset classes; ``image-folder`` has them in ``dataset.index.labels``; for an ``insightface-rec`` pack they come
-from the record headers (the caller's job; the sampler does not read data).
+the dataset classes; ``dataset.labels()`` gives them (``FaceDataset``'s contract; the built-ins answer from their
+index without reading images). The sampler does not read data.
 """
 
 from __future__ import annotations

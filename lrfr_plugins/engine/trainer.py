@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import pathlib
 import time
 from typing import Any, Callable
@@ -25,50 +24,16 @@ from tqdm.auto import tqdm
 
 from ..errors import LrfrError
 from ..ops.preprocess import to_network_input
-from ..ops.resize import put_rows_
+from .batches import WithIndex, collate_indexed, hflip
 from .config import OptimizerConfig, TrainConfig
 from .checkpoint import save_checkpoint
 from . import distributed as D
+from .optim import build_optimizer, check_finite_loss, lr_factor
 from .partial_fc import PartialFC
+from .quality import estimate_quality
 from .samplers import ShuffledBatchSampler
 
 log = logging.getLogger("lrfr")
-
-
-def collate_readable(items: list) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
-    """Stack the items a dataset could read; ``None`` items (corrupt images a dataset was told to skip) are counted.
-
-    Returns (images, labels, skipped); images and labels are None when no item of the batch was readable.
-    """
-    present = [item for item in items if item is not None]
-    if not present:
-        return None, None, len(items)
-    images, labels = torch.utils.data.default_collate(present)
-    return images, labels, len(items) - len(present)
-
-
-class WithIndex(torch.utils.data.Dataset):
-    """Items ``(item, index)``: the trainer learns which dataset image each batch row is (for the quality cache)."""
-
-    def __init__(self, dataset: Any):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        return self.dataset[i], i
-
-    def __getitems__(self, indices: list[int]) -> list[tuple[Any, int]]:
-        getitems = getattr(self.dataset, "__getitems__", None)
-        items = getitems(indices) if getitems is not None else [self.dataset[i] for i in indices]
-        return list(zip(items, indices))
-
-
-def collate_indexed(pairs: list) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, int]:
-    """:func:`collate_readable` of ``(item, index)`` pairs, plus the dataset indices of the rows kept."""
-    images, labels, skipped = collate_readable([item for item, _ in pairs])
-    return images, labels, torch.tensor([i for item, i in pairs if item is not None], dtype=torch.long), skipped
 
 
 @dataclasses.dataclass
@@ -78,35 +43,6 @@ class TrainComponents:
     dataset: Any
     degradations: list[Any]
     quality: Any | None
-
-
-def hflip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """The batch with the images where ``flip`` (bool, one per image) is true mirrored left-right; a new tensor.
-    Only those images are flipped and copied: ``torch.where`` over the whole batch cost 4x more CPU (34 vs 7 us an
-    image)."""
-    index = flip.nonzero().squeeze(1)
-    return put_rows_(images.clone(), index, images.index_select(0, index).flip(-1))
-
-
-def lr_factor(step: int, epoch: int, total_steps: int, config: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then x gamma per milestone reached, a cosine decay to 0, or
-    arcface_torch's polynomial (power 1: linear) decay to 0.
-
-    A pure function of the position, so a resumed run follows the same schedule without saved scheduler state.
-    """
-    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    progress = min(1.0, max(0, step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
-    if config.schedule == "cosine":
-        return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if config.schedule == "polynomial":
-        return warm * (1.0 - progress)
-    return warm * config.gamma ** sum(1 for m in config.milestones if epoch >= m)
-
-
-def build_optimizer(params: list[dict], config: OptimizerConfig) -> torch.optim.Optimizer:
-    if config.name == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 class Trainer:
@@ -225,13 +161,13 @@ class Trainer:
         """The estimator's values for the batch; with a cache, only changed or never-seen images are computed."""
         estimator = self.quality
         if self.quality_cache is None or indices is None:
-            return estimator(images, lr_mask=lr_mask)
+            return estimate_quality(estimator, images, lr_mask)
         quality = self.quality_cache[indices].clone()
         degraded = changed.cpu()
         todo = degraded | torch.isnan(quality)
         if todo.any():
             rows = todo.to(images.device)
-            quality[todo] = estimator(images[rows], lr_mask=lr_mask[rows]).float().cpu()
+            quality[todo] = estimate_quality(estimator, images[rows], lr_mask[rows]).float().cpu()
             keep = todo & ~degraded
             self.quality_cache[indices[keep]] = quality[keep]
         return quality.to(images.device)
@@ -266,12 +202,11 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             embeddings = self.forward_backbone(inputs)
         embeddings = embeddings.float()
-        if self.quality is not None and quality is None:
-            quality = self.quality(images, lr_mask=lr_mask, embeddings=embeddings)
+        if self.quality is not None and quality is None:  # an estimator that reads the embeddings
+            quality = estimate_quality(self.quality, images, lr_mask, embeddings)
         # cosine to the (sampled) centres, margin head, cross-entropy over all ranks' classes, head.extra_loss()
         loss = self.classifier(embeddings, labels, parts.head, quality, generator=self.sample_generator)
-        if not torch.isfinite(loss):
-            raise LrfrError(self._non_finite_message(loss.item()))
+        check_finite_loss(loss, self._non_finite_message)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.world_size > 1:  # a head's own parameters see every rank's shard: sum their gradients

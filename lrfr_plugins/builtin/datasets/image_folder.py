@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 
 from ...api import FaceDataset, param
@@ -46,6 +47,10 @@ class ImageFolder(FaceDataset):
 
     def __len__(self) -> int:
         return len(self.index.paths)
+
+    def labels(self) -> np.ndarray:
+        """From the folder index: no image is read."""
+        return np.asarray(self.index.labels, dtype=np.int64)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         path = self.index.paths[i]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 
 from ...api import FaceDataset, param
@@ -46,6 +47,12 @@ class InsightFaceRec(FaceDataset):
 
     def __len__(self) -> int:
         return len(self.pack)
+
+    def labels(self) -> np.ndarray:
+        """From the record headers: every record is read but no image is decoded (a corrupt image keeps its label)."""
+        keys = self.pack.image_keys
+        return np.asarray([self.pack.label_of(self.pack.read(i)[0], keys[i]) for i in range(len(self))],
+                          dtype=np.int64)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         return self._load(i)

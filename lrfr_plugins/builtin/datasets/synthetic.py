@@ -45,6 +45,10 @@ class SyntheticDataset(FaceDataset):
     def __len__(self) -> int:
         return self.params.num_identities * self.params.images_per_identity
 
+    def labels(self) -> np.ndarray:
+        """Identity-major order: item i is identity i // images_per_identity (nothing is rendered)."""
+        return np.arange(len(self), dtype=np.int64) // self.params.images_per_identity
+
     def render(self, indices: np.ndarray) -> torch.Tensor:
         """uint8 (N, 3, 112, 112) RGB for dataset indices (identity-major order)."""
         indices = np.asarray(indices, dtype=np.int64)

@@ -77,6 +77,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...api import FinetuneContext, Finetuner, param
+from ...api.training import OptimizerConfig, build_optimizer, load_batch, optimise, training_mode
+from ...errors import DataError
 from ...ops.preprocess import to_network_input
 from ...ops.resize import MODES, check_modes, resize_down_up
 
@@ -225,16 +227,6 @@ class DeriveNetHead(nn.Module):
 # ----------------------------------------------------------------------------------------------- the finetuner
 
 
-def _load(dataset: Any, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    items = dataset.__getitems__(indices) if hasattr(dataset, "__getitems__") else [dataset[i] for i in indices]
-    items = [item for item in items if item is not None]  # datasets told to skip corrupt images return None
-    if not items:
-        raise RuntimeError("derivenet: every image of a batch was unreadable")
-    images = torch.stack([image for image, _ in items])
-    labels = torch.as_tensor([int(label) for _, label in items], dtype=torch.int64)
-    return images, labels
-
-
 class DeriveNet(Finetuner):
     """DeriveNet fine-tuning: D-Margin softmax + ReCent loss on LR (pyramid) inputs; trains backbone, W and g."""
 
@@ -270,62 +262,49 @@ class DeriveNet(Finetuner):
             backbone.train(was_training)
 
     def run(self, context: FinetuneContext) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
         p = self.params
         backbone, dataset, device, gen = context.backbone, context.dataset, context.device, context.generator
         n = len(dataset)
         if n < p.eval_images + 2:
-            raise ValueError(f"derivenet: the dataset has {n} images, too few to hold out eval_images="
-                             f"{p.eval_images} and train on at least 2; lower eval_images")
+            raise DataError(f"derivenet: the dataset has {n} images, too few to hold out eval_images="
+                            f"{p.eval_images} and train on at least 2; lower eval_images")
         embedding_size = int(backbone.embedding_size)
         with torch.random.fork_rng(devices=[]):  # W and g drawn from the context's generator: reproducible runs
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
             head = DeriveNetHead(dataset.num_classes, embedding_size, p.centre_size, p.decoder_channels)
         self.head = head = head.to(device)
-        params = list(backbone.parameters()) + list(head.parameters())
-        if p.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
+        optimizer = build_optimizer([*backbone.parameters(), *head.parameters()], OptimizerConfig(
+            name=p.optimizer, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay))
 
         perm = torch.randperm(n, generator=gen)
-        eval_images, _ = _load(dataset, perm[:p.eval_images].tolist())
+        eval_images, _, _ = load_batch(dataset, perm[:p.eval_images].tolist())
+        if eval_images is None:
+            raise DataError("derivenet: none of the held-out images could be read (skip_corrupt dropped them all).")
         eval_images = eval_images.to(device)
         pool = perm[p.eval_images:]
         batch_size = min(p.batch_size, len(pool))
         momentum = p.centre_momentum if p.centre_update == "ema" else None
 
+        def passes(epoch: int):
+            """The pool reshuffled from the context's generator (drawn when the pass starts), in whole batches."""
+            order = pool[torch.randperm(len(pool), generator=gen)]
+            for start in range(0, len(order) - batch_size + 1, batch_size):
+                yield order[start:start + batch_size].tolist()
+
+        def batch_loss(batch: list[int]) -> dict[str, torch.Tensor] | None:
+            hr, labels, _ = load_batch(dataset, batch)
+            if hr is None or hr.shape[0] < 2:
+                return None
+            lr_images = self.degrade(hr, gen)
+            hr, lr_images, labels = hr.to(device), lr_images.to(device), labels.to(device)
+            embeddings = backbone(to_network_input(lr_images))
+            return head.losses(embeddings, self.hr_target(hr), labels, lam=p.lambda_recent, scale=p.scale,
+                               d_weight=p.d_weight, momentum=momentum)
+
         cos_before = self.lr_hr_cosine(backbone, eval_images)
-        was_training = backbone.training
-        backbone.train()
-        order, cursor = pool[torch.randperm(len(pool), generator=gen)], 0
-        losses: list[float] = []
-        try:
-            with tqdm(total=p.steps, desc="derivenet", unit="step", disable=not context.progress) as bar:
-                for _ in range(p.steps):
-                    if cursor + batch_size > len(order):
-                        order, cursor = pool[torch.randperm(len(pool), generator=gen)], 0
-                    hr, labels = _load(dataset, order[cursor:cursor + batch_size].tolist())
-                    cursor += batch_size
-                    lr_images = self.degrade(hr, gen)
-                    hr, lr_images, labels = hr.to(device), lr_images.to(device), labels.to(device)
-                    embeddings = backbone(to_network_input(lr_images))
-                    out = head.losses(embeddings, self.hr_target(hr), labels, lam=p.lambda_recent, scale=p.scale,
-                                      d_weight=p.d_weight, momentum=momentum)
-                    optimizer.zero_grad(set_to_none=True)
-                    out["loss"].backward()
-                    optimizer.step()
-                    value = out["loss"].item()
-                    if not math.isfinite(value):
-                        raise FloatingPointError(f"derivenet: the loss became {value} at step {len(losses) + 1}; "
-                                                 f"lower lr (now {p.lr})")
-                    losses.append(value)
-                    bar.set_postfix(loss=f"{value:.3f}", ce=f"{out['ce'].item():.3f}",
-                                    recent=f"{out['recent'].item():.3f}")
-                    bar.update()
-        finally:
-            backbone.train(was_training)
+        with training_mode(backbone, [], []):
+            losses, _ = optimise(optimizer, p.steps, passes, batch_loss, name="derivenet", progress=context.progress,
+                                 fix=f"Lower finetune.N.params.lr (now {p.lr:g}).")
         cos_after = self.lr_hr_cosine(backbone, eval_images)
         k = max(1, min(5, len(losses) // 4))  # loss averaged over the first / last few steps: less noisy
         return {"steps": len(losses), "initial_loss": sum(losses[:k]) / k, "final_loss": sum(losses[-k:]) / k,

@@ -40,13 +40,12 @@ import torch
 import torch.nn.functional as F
 
 from ...api import FinetuneContext, Finetuner, param
-from ...engine.freezing import batchnorm_modules, freeze_prefixes, training_mode
-from ...engine.samplers import ShuffledBatchSampler
-from ...engine.trainer import build_optimizer, collate_readable, hflip, lr_factor
+from ...api.training import (OptimizerConfig, ShuffledBatchSampler, batchnorm_modules, build_optimizer, check_freeze,
+                             estimate_quality, freeze_prefixes, hflip, load_batch, optimise, schedule_factor,
+                             training_mode)
 from ...errors import LrfrError
 from ...ops.preprocess import to_network_input
 from ...ops.resize import resize_down_up
-from ...engine.config import OptimizerConfig, TrainConfig
 from ..degradations.cross_resolution import PRESETS, CrossResolution, CrossResolutionParams, Preset
 
 
@@ -111,12 +110,14 @@ class Distill(Finetuner):
     def needs_labels(self) -> bool:
         return self.params.head_weight > 0
 
-    def _degrade(self, images: torch.Tensor, context: FinetuneContext) -> torch.Tensor:
-        if not self.params.use_recipe_degradations:
-            return self.degradation(images, context.generator).images
-        for degradation in context.degradations:
-            images = degradation(images, context.generator).images
-        return images
+    def _degrade(self, images: torch.Tensor, context: FinetuneContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """The copies and which of them are low-resolution (what a quality estimator reads, as in training)."""
+        degradations = context.degradations if self.params.use_recipe_degradations else [self.degradation]
+        lr_mask = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+        for degradation in degradations:
+            out = degradation(images, context.generator)
+            images, lr_mask = out.images, lr_mask | out.lr_mask.to(images.device)
+        return images, lr_mask
 
     def _loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         p = self.params
@@ -157,13 +158,15 @@ class Distill(Finetuner):
                             "but the data has no identities (an image folder without identity sub-folders) or no "
                             "head reached the finetuner. Set head_weight to 0 for label-free distillation.")
 
-    def run(self, context: FinetuneContext) -> dict[str, Any]:
-        from tqdm.auto import tqdm
+    def check(self, backbone: torch.nn.Module) -> None:
+        check_freeze(backbone, self.params.freeze)
 
+    def run(self, context: FinetuneContext) -> dict[str, Any]:
         p, student, device = self.params, context.backbone, context.device
         batch_size = p.batch_size or context.batch_size
         dataset = context.dataset
         has_labels = getattr(dataset, "num_classes", 0) > 0
+        self.check(student)
         self._check(context, has_labels)
         n = len(dataset)
         held_count = min(p.eval_images, n // 4)
@@ -171,11 +174,10 @@ class Distill(Finetuner):
             raise LrfrError(f"distill: the data has {n} images; it needs at least batch_size ({batch_size}) for "
                             f"training plus {max(2, held_count)} held out. Lower batch_size or give more images.")
         order = np.random.default_rng([p.seed, 11]).permutation(n)
-        held, train_idx = order[:held_count].tolist(), np.sort(order[held_count:]).tolist()
-        held_images, _, _ = collate_readable([dataset[i] for i in held])
+        held, train_idx = order[:held_count].tolist(), np.sort(order[held_count:])
+        held_images, _, _ = load_batch(dataset, held)
         if held_images is None:
             raise LrfrError("distill: none of the held-out images could be read (skip_corrupt dropped them all).")
-        train_set = torch.utils.data.Subset(dataset, train_idx)
 
         teacher = copy.deepcopy(student).to(device).eval()
         for t in teacher.parameters():
@@ -188,58 +190,42 @@ class Distill(Finetuner):
         if not p.train_bn:
             frozen_modules = frozen_modules + batchnorm_modules(student)
         keep_head = p.head_weight > 0
-        losses: list[float] = []
-        epoch, batches = 0, iter(())
-        bar = tqdm(total=p.steps, desc="distill", unit="step", disable=not context.progress)
-        try:
-            with training_mode(student, frozen_modules, frozen_params) as trainable:
-                if not trainable:
-                    raise LrfrError("distill: freeze leaves no trainable parameter in the backbone.")
-                extra = [*context.classifier.parameters(), *context.head.parameters()] if keep_head else []
-                optimizer = build_optimizer([{"params": [*trainable, *extra]}], OptimizerConfig(
-                    name=p.optimizer, lr=p.lr, momentum=0.9, weight_decay=p.weight_decay))
-                schedule = TrainConfig(schedule="cosine", warmup_steps=p.warmup_steps)
-                while len(losses) < p.steps:
-                    batch = next(batches, None)
-                    if batch is None:
-                        sampler = ShuffledBatchSampler(len(train_set), batch_size, seed=p.seed, epoch=epoch)
-                        batches = iter(torch.utils.data.DataLoader(train_set, batch_sampler=sampler,
-                                                                   collate_fn=collate_readable))
-                        epoch += 1
-                        continue
-                    images, labels, _ = batch
-                    if images is None or images.shape[0] < 2:
-                        continue
-                    images = images.to(device)
-                    if p.hflip > 0:
-                        images = hflip(images, (torch.rand(images.shape[0], generator=context.generator)
-                                                < p.hflip).to(device))
-                    with torch.no_grad():
-                        target = teacher(to_network_input(images)).float()
-                    copies = self._degrade(images, context)
-                    if p.hr_weight > 0:
-                        both = student(to_network_input(torch.cat([copies, images]))).float()
-                        embeddings, sharp = both[:images.shape[0]], both[images.shape[0]:]
-                        loss = self._loss(embeddings, target) + p.hr_weight * self._loss(sharp, target)
-                    else:
-                        embeddings = student(to_network_input(copies)).float()
-                        loss = self._loss(embeddings, target)
-                    if keep_head:
-                        loss = loss + p.head_weight * context.classifier(embeddings, labels.to(device), context.head,
-                                                                         None)
-                    if not torch.isfinite(loss):
-                        raise LrfrError(f"distill: the loss is {loss.item()} at step {len(losses) + 1}. Lower "
-                                        "finetune.N.params.lr or raise warmup_steps.")
-                    for group in optimizer.param_groups:
-                        group["lr"] = p.lr * lr_factor(len(losses), 0, p.steps, schedule)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(loss.item())
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        finally:
-            bar.close()
+        reads_quality = keep_head and getattr(context.head, "needs_quality", False)
+
+        def passes(epoch: int) -> ShuffledBatchSampler:
+            return ShuffledBatchSampler(len(train_idx), batch_size, seed=p.seed, epoch=epoch)
+
+        def batch_loss(batch: list[int]) -> torch.Tensor | None:
+            images, labels, _ = load_batch(dataset, train_idx[batch])
+            if images is None or images.shape[0] < 2:
+                return None
+            images = images.to(device)
+            if p.hflip > 0:
+                images = hflip(images, (torch.rand(images.shape[0], generator=context.generator) < p.hflip).to(device))
+            with torch.no_grad():
+                target = teacher(to_network_input(images)).float()
+            copies, lr_mask = self._degrade(images, context)
+            if p.hr_weight > 0:
+                both = student(to_network_input(torch.cat([copies, images]))).float()
+                embeddings, sharp = both[:images.shape[0]], both[images.shape[0]:]
+                loss = self._loss(embeddings, target) + p.hr_weight * self._loss(sharp, target)
+            else:
+                embeddings = student(to_network_input(copies)).float()
+                loss = self._loss(embeddings, target)
+            if keep_head:
+                quality = estimate_quality(context.quality if reads_quality else None, copies, lr_mask, embeddings)
+                loss = loss + p.head_weight * context.classifier(embeddings, labels.to(device), context.head, quality)
+            return loss
+
+        with training_mode(student, frozen_modules, frozen_params) as trainable:
+            extra = [*context.classifier.parameters(), *context.head.parameters()] if keep_head else []
+            optimizer = build_optimizer([*trainable, *extra], OptimizerConfig(
+                name=p.optimizer, lr=p.lr, momentum=0.9, weight_decay=p.weight_decay))
+            losses, epoch = optimise(
+                optimizer, p.steps, passes, batch_loss, name="distill", progress=context.progress,
+                fix="Lower finetune.N.params.lr or raise warmup_steps.",
+                lr_at=lambda step: p.lr * schedule_factor(step, p.steps, schedule="cosine",
+                                                          warmup_steps=p.warmup_steps))
         after = self._teacher_cosines(student, held_teacher, held_images, device)
         window = max(1, min(5, p.steps // 5))
         return {"steps": len(losses), "initial_loss": float(np.mean(losses[:window])),

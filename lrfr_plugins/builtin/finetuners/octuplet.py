@@ -1,6 +1,6 @@
 """Octuplet finetuning (Knoche et al., FG 2023): batch-hard HR/LR triplet terms on doubled P x K batches.
 
-Every step draws a P x K batch (:class:`~lrfr_plugins.engine.samplers.IdentityBatchSampler`), degrades **every**
+Every step draws a P x K batch (:class:`~lrfr_plugins.api.training.IdentityBatchSampler`), degrades **every**
 image once (a size per image from ``sizes``, by default the ``knoche`` preset: bicubic a = -0.5 with anti-aliasing
 down, bicubic a = -0.5 up, float LR intermediate, result truncated to uint8), feeds HR and LR through the backbone as
 one doubled batch (REFERENCE §9.3: "the first half original, the second half down-sampled") and minimises
@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from ...api import FinetuneContext, Finetuner, param
-from ...engine.freezing import freeze_prefixes
-from ...engine.samplers import IdentityBatchSampler
+from ...api.training import (IdentityBatchSampler, OptimizerConfig, build_optimizer, check_freeze, dataset_labels,
+                             estimate_quality, freeze_prefixes, load_batch, optimise, training_mode)
+from ...errors import DataError, ParamsError
 from ...losses.octuplet import METRICS, Metric, octuplet_loss
 from ...ops.preprocess import to_network_input
 from ...ops.resize import Mode, Rounding, check_modes, resize_down_up
@@ -79,29 +80,6 @@ class OctupletParams:
         check_modes(self.down, self.up, self.antialias, self.rounding)
 
 
-def dataset_labels(dataset: Any) -> np.ndarray:
-    """Per-image labels by the cheapest path: the synthetic formula, ``index.labels`` (image-folder), a ``labels``
-    attribute, else one pass over the dataset (decodes every image: slow on large datasets)."""
-    params = getattr(dataset, "params", None)
-    per = getattr(params, "images_per_identity", None)
-    if per is not None and hasattr(params, "num_identities"):
-        return np.arange(len(dataset)) // int(per)
-    index = getattr(dataset, "index", None)
-    for source in (getattr(index, "labels", None), getattr(dataset, "labels", None)):
-        if source is not None:
-            labels = np.asarray(source)
-            if labels.ndim == 1 and len(labels) == len(dataset):
-                return labels
-    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))])
-
-
-def _load(dataset: Any, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    items = dataset.__getitems__(indices) if hasattr(dataset, "__getitems__") else [dataset[i] for i in indices]
-    images = torch.stack([torch.as_tensor(img) for img, _ in items])
-    labels = torch.tensor([int(lbl) for _, lbl in items], dtype=torch.int64)
-    return images, labels
-
-
 class Octuplet(Finetuner):
     """Octuplet loss finetuning: batch-hard triplets across HR and LR copies of P x K batches (Knoche et al. 2023)."""
 
@@ -136,7 +114,8 @@ class Octuplet(Finetuner):
                 chosen = rng.permutation(eligible)[: self.params.eval_identities]
                 picked = [rng.choice(np.flatnonzero(labels == c), 2, replace=False) for c in chosen]
                 return np.concatenate(picked), disjoint
-        raise ValueError("the octuplet finetuner needs at least 2 identities with 2 or more images")
+        raise DataError("octuplet: the data needs at least 2 identities with 2 or more images each (the held-out "
+                        "batch compares two images of one identity); use data with more images per identity.")
 
     @torch.no_grad()
     def _measure(self, backbone, hr, lr, labels, device) -> dict[str, float]:
@@ -165,86 +144,65 @@ class Octuplet(Finetuner):
         flagged as degraded, so resolution-flag and Laplacian qualities see what they saw in training)."""
         images = torch.cat([hr, lr])
         lr_mask = torch.arange(images.shape[0], device=images.device) >= hr.shape[0]
-        quality, estimator = None, context.quality
-        if estimator is not None and getattr(context.head, "needs_quality", False):
-            if getattr(estimator, "uses_embeddings", False):
-                quality = estimator(images, lr_mask=lr_mask, embeddings=embeddings)
-            else:
-                quality = estimator(images, lr_mask=lr_mask)
+        reads = getattr(context.head, "needs_quality", False)
+        quality = estimate_quality(context.quality if reads else None, images, lr_mask, embeddings)
         targets = torch.cat([labels, labels]).to(embeddings.device)
         return context.classifier(embeddings.float(), targets, context.head, quality)
 
-    def run(self, context: FinetuneContext) -> dict[str, Any]:
-        from tqdm.auto import tqdm
+    def check(self, backbone: torch.nn.Module) -> None:
+        check_freeze(backbone, self.params.freeze)
 
+    def run(self, context: FinetuneContext) -> dict[str, Any]:
         p, backbone, device, generator = self.params, context.backbone, context.device, context.generator
+        self.check(backbone)
+        keep_head = p.head_weight > 0
+        if keep_head and (context.head is None or context.classifier is None):
+            problem = (f"{p.head_weight} keeps the margin head's loss, but no trained head reached the finetuner: run "
+                       "it from a recipe (finetune: [...]) so that the host passes the head and its class centres, "
+                       "or set head_weight to 0")
+            raise ParamsError(f"head_weight={problem}", [("head_weight", problem)])
         labels = dataset_labels(context.dataset)
         held, disjoint = self._held_out(labels)
         train_idx = np.setdiff1d(np.arange(len(labels)), held) if disjoint else np.arange(len(labels))
-        sampler = IdentityBatchSampler(labels[train_idx], p.p, p.k, seed=p.seed)
-        eval_hr, eval_labels = _load(context.dataset, [int(i) for i in held])
+        try:
+            sampler = IdentityBatchSampler(labels[train_idx], p.p, p.k, seed=p.seed)
+        except ValueError as exc:
+            raise DataError(f"octuplet: {exc}. Lower finetune.N.params.p (now {p.p}) or use data with more "
+                            "identities.") from None
+        eval_hr, eval_labels, _ = load_batch(context.dataset, held)
+        if eval_hr is None:
+            raise DataError("octuplet: none of the held-out images could be read (skip_corrupt dropped them all).")
         eval_hr = eval_hr.to(device)
         eval_lr = self._degrade(eval_hr, torch.Generator().manual_seed(p.seed))  # fixed, not the context's draws
-
         frozen_params, frozen_modules = freeze_prefixes(backbone, p.freeze)
-        frozen_ids = {id(t) for t in frozen_params}
-        saved_flags = [(t, t.requires_grad) for t in backbone.parameters()]
-        for t in frozen_params:
-            t.requires_grad_(False)
-        trainable = [t for t in backbone.parameters() if t.requires_grad and id(t) not in frozen_ids]
-        if not trainable:
-            raise ValueError("freeze leaves no trainable parameter in the backbone")
-        keep_head = p.head_weight > 0
-        if keep_head and (context.head is None or context.classifier is None):
-            raise ValueError(f"head_weight={p.head_weight} keeps the margin head's loss, but no trained head reached "
-                             "the finetuner: run it from a recipe (finetune: [...]) so that the host passes the head "
-                             "and its class centres, or set head_weight to 0")
-        if keep_head:
-            trainable = trainable + list(context.classifier.parameters()) + list(context.head.parameters())
-        if p.optimizer == "sgd":
-            optimizer = torch.optim.SGD(trainable, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(trainable, lr=p.lr, weight_decay=p.weight_decay)
-
-        was_training = backbone.training
         before = self._measure(backbone, eval_hr, eval_lr, eval_labels, device)
-        losses: list[float] = []
         head_losses: list[float] = []
-        epoch, batches = 0, iter(())
-        bar = tqdm(total=p.steps, desc="octuplet", unit="step", disable=not context.progress)
-        try:
-            backbone.train()
-            for m in frozen_modules:
-                m.eval()
-            while len(losses) < p.steps:
-                batch = next(batches, None)
-                if batch is None:
-                    sampler.set_epoch(epoch)
-                    epoch += 1
-                    batches = iter(sampler)
-                    continue
-                hr, batch_labels = _load(context.dataset, [int(train_idx[i]) for i in batch])
-                hr = hr.to(device)
-                lr = self._degrade(hr, generator)
-                embeddings = self._embed(backbone, hr, lr, device)
-                loss = self._loss(embeddings, batch_labels)
-                if keep_head:
-                    head_loss = self._head_loss(context, embeddings, hr, lr, batch_labels)
-                    head_losses.append(head_loss.item())
-                    loss = loss + p.head_weight * head_loss
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"octuplet loss is {loss.item()} at step {len(losses)}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        finally:
-            bar.close()
-            for t, flag in saved_flags:
-                t.requires_grad_(flag)
-            backbone.train(was_training)
+
+        def passes(epoch: int) -> IdentityBatchSampler:
+            sampler.set_epoch(epoch)
+            return sampler
+
+        def batch_loss(batch: list[int]) -> torch.Tensor | None:
+            hr, batch_labels, _ = load_batch(context.dataset, train_idx[batch])
+            if hr is None or hr.shape[0] < 2:
+                return None
+            hr = hr.to(device)
+            lr = self._degrade(hr, generator)
+            embeddings = self._embed(backbone, hr, lr, device)
+            loss = self._loss(embeddings, batch_labels)
+            if keep_head:
+                head_loss = self._head_loss(context, embeddings, hr, lr, batch_labels)
+                head_losses.append(head_loss.item())
+                loss = loss + p.head_weight * head_loss
+            return loss
+
+        with training_mode(backbone, frozen_modules, frozen_params) as trainable:
+            if keep_head:
+                trainable = trainable + list(context.classifier.parameters()) + list(context.head.parameters())
+            optimizer = build_optimizer(trainable, OptimizerConfig(name=p.optimizer, lr=p.lr, momentum=p.momentum,
+                                                                   weight_decay=p.weight_decay))
+            losses, epoch = optimise(optimizer, p.steps, passes, batch_loss, name="octuplet", progress=context.progress,
+                                     fix=f"Lower finetune.N.params.lr (now {p.lr:g}).")
         after = self._measure(backbone, eval_hr, eval_lr, eval_labels, device)
         window = max(1, min(5, p.steps // 5))
         metrics = {"steps": len(losses), "initial_loss": float(np.mean(losses[:window])),
